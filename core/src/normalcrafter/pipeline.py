@@ -1,0 +1,242 @@
+"""The NormalCrafter inference algorithm, streaming window by window.
+
+Per frame: CLIP embedding and unscaled posterior-mode VAE latent. Per window
+of ``window`` frames: zero normal latents (the overlap replaced by the
+previous window's prediction), one Euler step from sigma_max with the UNet,
+a linear blend of the overlap. Per chunk of ``decode_chunk`` final latents:
+the temporal VAE decoder. Frames are read as needed and output frames are
+yielded as soon as their chunk is decoded, so memory depends on the window
+and chunk sizes, never on the clip length.
+
+The numbers match the authors' released pipeline (tests/test_parity.py).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+
+from .model.loading import Components, load_components
+from .preprocess import pad_frame, padding_for, unpad
+from .windows import blend, final_frontier, window_schedule
+
+# SVD micro-conditioning as the release sets it: fps 7 (not fps-1), motion
+# bucket 127, no noise augmentation.
+ADDED_TIME_IDS = (7.0, 127.0, 0.0)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)} or auto")
+    return DTYPES[dtype]
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage (CUDA work is synchronised at stage ends only
+    when ``profile`` is set on the pipeline)."""
+
+    clip: float = 0.0
+    encode: float = 0.0
+    unet: float = 0.0
+    decode: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"clip": self.clip, "vae_encode": self.encode, "unet": self.unet, "vae_decode": self.decode}
+
+
+class NormalCrafterPipeline:
+    """Holds the loaded model on one device and runs clips through it."""
+
+    def __init__(self, components: Components, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.components = components
+        self.device = torch.device(device)
+        self.dtype = dtype
+        c = components
+        self.unet = c.unet.to(self.device, dtype)
+        self.image_encoder = c.image_encoder.to(self.device, dtype)
+        self.vae = c.vae.to(self.device, dtype)
+        # The release encodes RGB in fp32 when the VAE asks for upcasting; keep
+        # an fp32 copy of the encoder half only, not of the whole VAE.
+        self._encoder_fp32 = None
+        if dtype == torch.float16 and c.vae.config.force_upcast:
+            self._encoder_fp32 = torch.nn.Sequential(
+                copy.deepcopy(self.vae.encoder), copy.deepcopy(self.vae.quant_conv)
+            ).to(self.device, torch.float32)
+        self.scheduler = c.scheduler
+        fe = c.feature_extractor
+        self._clip_size = int(c.image_encoder.config.image_size)
+        self._clip_mean = torch.tensor(fe.image_mean, device=self.device).view(1, 3, 1, 1)
+        self._clip_std = torch.tensor(fe.image_std, device=self.device).view(1, 3, 1, 1)
+        self.times = StageTimes()
+        self.profile = False
+
+    @classmethod
+    def from_pretrained(cls, source: str | None = None, device: str = "auto", dtype: str = "auto") -> "NormalCrafterPipeline":
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        # Load in fp32 on the CPU, then cast: fp16 checkpoints load exactly and
+        # a bf16 run gets bf16 weights rounded once, from fp32.
+        return cls(load_components(source, torch.float32), dev, dt)
+
+    @property
+    def convention(self) -> str:
+        return self.components.info.convention
+
+    # -- per-frame encoders -------------------------------------------------
+    def _timed(self, stage: str):
+        return _StageTimer(self, stage)
+
+    @torch.no_grad()
+    def encode_frames(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, H, W, 3) uint8 padded frames -> CLIP embeddings (N, 1, D) and
+        RGB latents (N, 4, H/8, W/8), both in the pipeline dtype."""
+        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        with self._timed("clip"):
+            y = _resize_with_antialiasing(x * 2.0 - 1.0, (self._clip_size, self._clip_size))
+            y = ((y + 1.0) / 2.0 - self._clip_mean) / self._clip_std
+            emb = self.image_encoder(y.to(self.dtype)).image_embeds.unsqueeze(1)
+        with self._timed("encode"):
+            rgb = x * 2.0 - 1.0
+            if self._encoder_fp32 is not None:
+                moments = self._encoder_fp32(rgb)
+            else:
+                moments = self.vae.quant_conv(self.vae.encoder(rgb.to(self.dtype)))
+            # Posterior mode, unscaled, no noise augmentation (as released).
+            latents = moments.chunk(2, dim=1)[0]
+        return emb.to(self.dtype), latents.to(self.dtype)
+
+    @torch.no_grad()
+    def predict_window(
+        self, emb: torch.Tensor, rgb_latents: torch.Tensor, previous: torch.Tensor | None
+    ) -> torch.Tensor:
+        """One single-step prediction for a window: emb (F, 1, D), rgb_latents
+        (F, 4, h, w), previous (n, 4, h, w) latents of the overlap or None.
+        Returns (F, 4, h, w) normal latents, overlap blended."""
+        with self._timed("unet"):
+            sched = self.scheduler
+            sched.set_timesteps(1, device=self.device)
+            t = sched.timesteps[0]
+            latents = torch.zeros((1, *rgb_latents.shape), dtype=self.dtype, device=self.device)
+            if previous is not None:
+                latents[:, : previous.shape[0]] = previous
+            model_in = torch.cat([sched.scale_model_input(latents, t), rgb_latents[None]], dim=2)
+            time_ids = torch.tensor([ADDED_TIME_IDS], dtype=self.dtype, device=self.device)
+            out = self.unet(model_in, t, encoder_hidden_states=emb, added_time_ids=time_ids, return_dict=False)[0]
+            latents = sched.step(out, t, latents).prev_sample
+            if previous is not None:
+                n = previous.shape[0]
+                latents[:, :n] = blend(previous[None], latents[:, :n])
+        return latents[0]
+
+    @torch.no_grad()
+    def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
+        """(n, 4, h, w) latents -> (n, 3, H, W) float32 in [-1, 1]."""
+        with self._timed("decode"):
+            z = latents.to(self.dtype) / self.vae.config.scaling_factor
+            img = self.vae.decode(z, num_frames=z.shape[0]).sample.float()
+            return (img / 2 + 0.5).clamp(0, 1) * 2 - 1
+
+    # -- the clip loop ------------------------------------------------------
+    def stream(
+        self,
+        frames: Iterable[np.ndarray],
+        num_frames: int,
+        window: int = 14,
+        stride: int = 10,
+        decode_chunk: int = 7,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(index, normals)`` for each frame in order; ``normals`` is an
+        (H, W, 3) float32 array in [-1, 1] in the model's own axis convention,
+        at the size of the input frames. ``frames`` are (H, W, 3) uint8 RGB of
+        one size; only about ``window + decode_chunk`` of them are held at once.
+        """
+        if decode_chunk < 1:
+            raise ValueError("decode_chunk must be at least 1")
+        windows = window_schedule(num_frames, window, stride)
+        source = iter(frames)
+        pad = None
+        emb_cache: dict[int, torch.Tensor] = {}
+        lat_cache: dict[int, torch.Tensor] = {}
+        pred: dict[int, torch.Tensor] = {}  # normal latents of frames not yet decoded
+        read = 0
+        decoded = 0
+        for wi, win in enumerate(windows):
+            if should_stop is not None and should_stop():
+                return
+            # Encode in chunks aligned to multiples of decode_chunk from frame 0,
+            # as the release does: batch composition changes conv numerics.
+            need = min(-(-win.end // decode_chunk) * decode_chunk, num_frames)
+            while read < need:
+                chunk = []
+                for _ in range(min(decode_chunk, need - read)):
+                    try:
+                        frame = next(source)
+                    except StopIteration:
+                        raise ValueError(f"the clip ended after {read + len(chunk)} of {num_frames} frames") from None
+                    if pad is None:
+                        pad = padding_for(*frame.shape[:2])
+                    chunk.append(pad_frame(frame, pad))
+                e, z = self.encode_frames(np.stack(chunk))
+                for j in range(e.shape[0]):
+                    emb_cache[read + j] = e[j]
+                    lat_cache[read + j] = z[j]
+                read += len(chunk)
+            idx = range(win.start, win.end)
+            previous = torch.stack([pred[i] for i in range(win.start, win.start + win.overlap)]) if win.overlap else None
+            out = self.predict_window(
+                torch.stack([emb_cache[i] for i in idx]), torch.stack([lat_cache[i] for i in idx]), previous
+            )
+            for j, i in enumerate(idx):
+                pred[i] = out[j]
+            frontier = final_frontier(windows, wi, num_frames)
+            for i in [i for i in emb_cache if i < frontier]:
+                del emb_cache[i], lat_cache[i]
+            while decoded < frontier and (decoded + decode_chunk <= frontier or frontier == num_frames):
+                end = min(decoded + decode_chunk, frontier)
+                imgs = self.decode_chunk(torch.stack([pred.pop(i) for i in range(decoded, end)]))
+                imgs = unpad(imgs, pad).permute(0, 2, 3, 1).cpu().numpy()
+                for j in range(imgs.shape[0]):
+                    yield decoded + j, imgs[j]
+                decoded = end
+
+    def __call__(self, frames: np.ndarray, window: int = 14, stride: int = 10, decode_chunk: int = 7) -> np.ndarray:
+        """Whole clip in, whole clip out: (F, H, W, 3) uint8 -> (F, H, W, 3) float32."""
+        out = np.empty(frames.shape[:3] + (3,), dtype=np.float32)
+        for i, n in self.stream(list(frames), len(frames), window, stride, decode_chunk):
+            out[i] = n
+        return out
+
+
+class _StageTimer:
+    def __init__(self, pipe: NormalCrafterPipeline, stage: str) -> None:
+        self.pipe, self.stage = pipe, stage
+
+    def __enter__(self) -> None:
+        import time
+
+        if self.pipe.profile and self.pipe.device.type == "cuda":
+            torch.cuda.synchronize(self.pipe.device)
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        import time
+
+        if self.pipe.profile and self.pipe.device.type == "cuda":
+            torch.cuda.synchronize(self.pipe.device)
+        setattr(self.pipe.times, self.stage, getattr(self.pipe.times, self.stage) + time.perf_counter() - self.t0)
