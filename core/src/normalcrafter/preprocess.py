@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 PAD_MULTIPLE = 64
@@ -38,9 +37,7 @@ def pad_frame(frame: np.ndarray, pad: Padding) -> np.ndarray:
     """Pad an (H, W, 3) uint8 frame with white."""
     if pad.is_zero:
         return frame
-    return cv2.copyMakeBorder(
-        frame, pad.top, pad.bottom, pad.left, pad.right, cv2.BORDER_CONSTANT, value=(255, 255, 255)
-    )
+    return np.pad(frame, ((pad.top, pad.bottom), (pad.left, pad.right), (0, 0)), constant_values=255)
 
 
 def unpad(array, pad: Padding):
@@ -85,4 +82,6 @@ def resize_frame(frame: np.ndarray, max_res: int) -> np.ndarray:
     nh, nw = fit_size(h, w, max_res)
     if (nh, nw) == (h, w):
         return frame
+    import cv2  # imported here so GPU-only environments need no OpenCV
+
     return cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA)
