@@ -160,11 +160,15 @@ class NormalCrafterPipeline:
         stride: int = 10,
         decode_chunk: int = 7,
         should_stop: Callable[[], bool] | None = None,
+        skip: Callable[[int], bool] | None = None,
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(index, normals)`` for each frame in order; ``normals`` is an
         (H, W, 3) float32 array in [-1, 1] in the model's own axis convention,
         at the size of the input frames. ``frames`` are (H, W, 3) uint8 RGB of
         one size; only about ``window + decode_chunk`` of them are held at once.
+        A decode chunk whose frames all satisfy ``skip`` is not decoded and
+        yields nothing (resuming: the windows still run, since each feeds the
+        next, but the costly decode of finished frames is saved).
         """
         if decode_chunk < 1:
             raise ValueError("decode_chunk must be at least 1")
@@ -209,7 +213,11 @@ class NormalCrafterPipeline:
                 del emb_cache[i], lat_cache[i]
             while decoded < frontier and (decoded + decode_chunk <= frontier or frontier == num_frames):
                 end = min(decoded + decode_chunk, frontier)
-                imgs = self.decode_chunk(torch.stack([pred.pop(i) for i in range(decoded, end)]))
+                latents = [pred.pop(i) for i in range(decoded, end)]
+                if skip is not None and all(skip(i) for i in range(decoded, end)):
+                    decoded = end
+                    continue
+                imgs = self.decode_chunk(torch.stack(latents))
                 imgs = unpad(imgs, pad).permute(0, 2, 3, 1).cpu().numpy()
                 for j in range(imgs.shape[0]):
                     yield decoded + j, imgs[j]

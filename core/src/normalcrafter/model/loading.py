@@ -126,8 +126,16 @@ def _locations(source: str) -> tuple[dict[str, str], Path | None]:
 def load_components(source: str | None = None, dtype: torch.dtype = torch.float32) -> Components:
     """Load all five components on the CPU in ``dtype`` (the VAE stays fp32 when
     its config asks for upcasting: the encoder needs it)."""
+    import diffusers
+    import transformers
     from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    # Their informational chatter (progress bars, dtype notes) is noise in a
+    # CLI or a worker log; real failures still raise.
+    for lib in (diffusers, transformers):
+        lib.utils.logging.set_verbosity_error()
+        lib.utils.logging.disable_progress_bar()
 
     from .unet import NormalCrafterUNet
 

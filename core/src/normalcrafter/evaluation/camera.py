@@ -1,0 +1,53 @@
+"""Pinhole camera helpers shared by the scene recipes and the flow computation.
+
+Cameras follow Blender: the camera-to-world matrix has the camera's +X
+(right), +Y (up) and +Z (back, away from where it looks) as its columns, i.e.
+camera space is the OpenGL convention "RUB". Pixel (row i, column j) has its
+centre at image coordinates (j + 0.5, i + 0.5), rows counted from the top.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def look_at(eye: np.ndarray, target: np.ndarray, roll_deg: float = 0.0) -> np.ndarray:
+    """4x4 camera-to-world matrix of a camera at ``eye`` looking at ``target``
+    with world +Z up (rolled by ``roll_deg`` about the view axis)."""
+    eye = np.asarray(eye, dtype=np.float64)
+    back = eye - np.asarray(target, dtype=np.float64)
+    back /= np.linalg.norm(back)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    if np.linalg.norm(right) < 1e-9:  # looking straight up or down: any right will do
+        right = np.array([1.0, 0.0, 0.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(back, right)
+    r = np.deg2rad(roll_deg)
+    right, up = np.cos(r) * right + np.sin(r) * up, -np.sin(r) * right + np.cos(r) * up
+    m = np.eye(4)
+    m[:3, 0], m[:3, 1], m[:3, 2], m[:3, 3] = right, up, back, eye
+    return m
+
+
+def intrinsics(width: int, height: int, lens_mm: float, sensor_mm: float) -> dict[str, float]:
+    """Focal lengths and principal point in pixels of a Blender camera with
+    sensor fit AUTO (the sensor size spans the longer image side)."""
+    f = lens_mm / sensor_mm * max(width, height)
+    return {"fx": f, "fy": f, "cx": width / 2.0, "cy": height / 2.0}
+
+
+def pixel_rays(width: int, height: int, k: dict[str, float]) -> np.ndarray:
+    """(H, W, 3) unnormalised ray directions through pixel centres, camera space."""
+    j, i = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    return np.stack([(j - k["cx"]) / k["fx"], -(i - k["cy"]) / k["fy"], -np.ones_like(j)], axis=-1)
+
+
+def project(points_world: np.ndarray, cam_to_world: np.ndarray, k: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Image coordinates (..., 2) of world points and their depth in front of
+    the camera (..., positive when visible)."""
+    cam = np.asarray(cam_to_world, dtype=np.float64)
+    p = (points_world - cam[:3, 3]) @ cam[:3, :3]  # world -> camera: R^T (p - t)
+    depth = -p[..., 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = k["cx"] + k["fx"] * p[..., 0] / depth
+        v = k["cy"] - k["fy"] * p[..., 1] / depth
+    return np.stack([u, v], axis=-1), depth

@@ -1,0 +1,96 @@
+"""Output formats for normal frames.
+
+* EXR: half float, lossless ZIP, channels ``N.X N.Y N.Z`` (Blender reads a
+  pass "N"), optional ``Nworld.X/Y/Z``, header attributes naming the axis
+  convention, the model and the settings.
+* PNG: 16-bit RGB preview, ``(n + 1) / 2`` scaled to 0..65535.
+* NPY: the raw model output of the whole range, (F, H, W, 3) float32 in the
+  model's own convention, clamped, not renormalised; written once at the end.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .atomic import atomic_write, atomic_write_bytes, commit, temp_name
+
+FORMATS = ("exr", "png", "npy")
+
+
+def frame_path(folder: Path, frame: int, fmt: str) -> Path:
+    return folder / f"normal.{frame:05d}.{fmt}"
+
+
+def write_exr(path: Path, normals: np.ndarray, header: dict[str, str], world: np.ndarray | None = None) -> Path:
+    import OpenEXR
+
+    channels = {f"N.{a}": np.ascontiguousarray(normals[:, :, i], dtype=np.float16) for i, a in enumerate("XYZ")}
+    if world is not None:
+        channels.update(
+            {f"Nworld.{a}": np.ascontiguousarray(world[:, :, i], dtype=np.float16) for i, a in enumerate("XYZ")}
+        )
+    hdr = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, **header}
+
+    def write(tmp: Path) -> None:
+        with OpenEXR.File(hdr, channels) as f:
+            f.write(str(tmp))
+
+    return atomic_write(path, write)
+
+
+def encode_png16(normals: np.ndarray) -> bytes:
+    import cv2
+
+    rgb = np.clip((normals + 1.0) * 0.5 * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
+    ok, buf = cv2.imencode(".png", rgb[:, :, ::-1])
+    if not ok:
+        raise OSError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png16(path: Path, normals: np.ndarray) -> Path:
+    return atomic_write_bytes(path, encode_png16(normals))
+
+
+def exr_header(convention: str, model: str, settings: dict, frame: int) -> dict[str, str]:
+    return {
+        "normalcrafter_convention": convention,
+        "normalcrafter_model": model,
+        "normalcrafter_settings": json.dumps(settings, sort_keys=True),
+        "normalcrafter_frame": str(frame),
+    }
+
+
+def read_exr_normals(path: Path, layer: str = "N") -> tuple[np.ndarray, dict]:
+    """Read back (H, W, 3) float32 normals and the header of one of our EXR files."""
+    import OpenEXR
+
+    with OpenEXR.File(str(path), separate_channels=True) as f:
+        ch = f.channels()
+        n = np.stack([ch[f"{layer}.{a}"].pixels.astype(np.float32) for a in "XYZ"], axis=-1)
+        return n, dict(f.header())
+
+
+class NpyWriter:
+    """Collects frames into a memory-mapped (F, H, W, 3) file under a temporary
+    name, so memory stays flat; renamed into place only when complete."""
+
+    def __init__(self, path: Path, count: int, height: int, width: int) -> None:
+        self.path = path
+        self.tmp = temp_name(path)
+        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=(count, height, width, 3))
+
+    def put(self, index: int, normals: np.ndarray) -> None:
+        self.array[index] = normals
+
+    def finish(self) -> Path:
+        self.array.flush()
+        self.array = None
+        commit(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self.array = None
+        self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,345 @@
+"""One job: one input to one output folder, with events, cancel and resume.
+
+This is the layer the CLI, the worker and the farm share. It owns the
+guarantees: outputs appear atomically, finished frames are kept, a re-run
+with the same input and settings skips what is done (and produces identical
+frames), and different settings never mix into one folder.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, errors
+from .convention import canonical, convert
+from .errors import Cancelled, NormalCrafterError
+from .io.atomic import atomic_write_bytes, remove_stale_temps
+from .io.readers import FrameSource, open_source
+from .io.writers import FORMATS, NpyWriter, exr_header, frame_path, write_exr, write_png16
+from .model.loading import default_model
+
+MANIFEST = "normalcrafter_job.json"
+Event = dict
+OnEvent = Callable[[Event], None]
+
+
+@dataclass
+class EstimateSettings:
+    model: str | None = None  # None: the default model
+    device: str = "auto"
+    dtype: str = "auto"
+    window: int = 14
+    stride: int = 10
+    decode_chunk: int = 7
+    max_res: int = 1024
+    frames: tuple[int, int | None] | None = None
+    format: str = "exr"
+    renormalize: bool = False
+    convention: str = "opengl"
+    model_convention: str | None = None  # override the model's recorded convention
+    camera_rotations: str | None = None  # JSON of per-frame camera-to-world rotations
+    preview: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EstimateSettings":
+        """Build from a JSON-like dict (worker requests); unknown keys are refused."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise NormalCrafterError(errors.BAD_REQUEST, f"unknown setting(s): {', '.join(unknown)}")
+        data = dict(data)
+        if data.get("frames") is not None:
+            fr = data["frames"]
+            if not (isinstance(fr, (list, tuple)) and len(fr) == 2):
+                raise NormalCrafterError(errors.BAD_REQUEST, "frames must be [start, end] (end may be null)")
+            data["frames"] = (int(fr[0]), None if fr[1] is None else int(fr[1]))
+        s = cls(**data)
+        s.validate()
+        return s
+
+    def validate(self) -> None:
+        def bad(msg: str) -> NormalCrafterError:
+            return NormalCrafterError(errors.BAD_REQUEST, msg)
+
+        for name in ("window", "stride", "decode_chunk", "max_res"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise bad(f"{name} must be an integer")
+        if self.window < 1 or not 1 <= self.stride <= self.window:
+            raise bad(f"need 1 <= stride <= window (got window {self.window}, stride {self.stride})")
+        if self.decode_chunk < 1:
+            raise bad("decode chunk must be at least 1")
+        if self.max_res < 0:
+            raise bad("max resolution must be 0 (no limit) or positive")
+        if self.format not in FORMATS:
+            raise bad(f"format must be one of {', '.join(FORMATS)}")
+        if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
+            raise bad("dtype must be auto, fp32, fp16 or bf16")
+        for name in ("convention", "model_convention"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    canonical(value)
+                except ValueError as exc:
+                    raise bad(str(exc)) from None
+
+    def identity(self, model: str) -> dict:
+        """The settings that change output values: a resume must match them."""
+        return {
+            "model": model,
+            "dtype": self.dtype,
+            "window": self.window,
+            "stride": self.stride,
+            "decode_chunk": self.decode_chunk,
+            "max_res": self.max_res,
+            "frames": list(self.frames) if self.frames else None,
+            "format": self.format,
+            "renormalize": self.renormalize,
+            "convention": canonical(self.convention),
+            "model_convention": self.model_convention,
+            "camera_rotations": self.camera_rotations,
+        }
+
+
+class PipelineCache:
+    """Keeps the last loaded pipeline so queued jobs with the same model,
+    device and precision never reload it."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._pipe = None
+        self.loads = 0
+
+    def get(self, model: str, device: str, dtype: str, on_event: OnEvent | None = None):
+        from .pipeline import NormalCrafterPipeline, resolve_device, resolve_dtype
+
+        dev = resolve_device(device)
+        key = (model, str(dev), str(resolve_dtype(dtype, dev)))
+        if key == self._key:
+            return self._pipe, True
+        self.clear()
+        if on_event:
+            on_event({"type": "stage", "stage": "loading_model", "message": f"loading model {model} on {dev}"})
+        self._pipe = NormalCrafterPipeline.from_pretrained(model, device=str(dev), dtype=dtype)
+        self._key = key
+        self.loads += 1
+        return self._pipe, False
+
+    def clear(self) -> None:
+        self._pipe, self._key = None, None
+        import gc
+
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def _input_identity(src: FrameSource) -> dict:
+    st = src.path.stat() if src.path.exists() else None
+    return {
+        "path": str(src.path.resolve()),
+        "kind": src.kind,
+        "bytes": st.st_size if st and src.kind != "sequence" else None,
+        "mtime_ns": st.st_mtime_ns if st and src.kind != "sequence" else None,
+        "frames": [src.numbers[0], src.numbers[-1], len(src.numbers)],
+        "size": list(src.source_size),
+    }
+
+
+def _prepare_output(folder: Path, src: FrameSource, identity: dict) -> dict | None:
+    """Create the folder, prove it writable, and check or write the manifest.
+    Returns the existing manifest when resuming."""
+    if src.kind == "sequence" and folder.resolve() == (src.path if src.path.is_dir() else src.path.parent).resolve():
+        raise NormalCrafterError(
+            errors.OUTPUT_CONFLICT, f"{folder}: the output folder is the input sequence's folder; choose another"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".normalcrafter-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise NormalCrafterError(
+            errors.OUTPUT_NOT_WRITABLE, f"{folder}: output folder is not writable ({exc.strerror or exc})"
+        ) from None
+    remove_stale_temps(folder)
+    manifest_path = folder / MANIFEST
+    if manifest_path.exists():
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if not old or old.get("input") != identity["input"] or old.get("settings") != identity["settings"]:
+            diff = _describe_difference(old or {}, identity)
+            raise NormalCrafterError(
+                errors.OUTPUT_CONFLICT,
+                f"{folder} holds frames of another job ({diff}); use another output folder or empty this one",
+            )
+        return old
+    atomic_write_bytes(manifest_path, (json.dumps(identity, indent=2) + "\n").encode())
+    return None
+
+
+def _describe_difference(old: dict, new: dict) -> str:
+    if old.get("input", {}).get("path") != new["input"]["path"]:
+        return f"input {old.get('input', {}).get('path')}"
+    if old.get("input") != new["input"]:
+        return "the input file changed"
+    o, n = old.get("settings", {}), new["settings"]
+    keys = [k for k in n if o.get(k) != n[k]]
+    return ", ".join(f"{k} {o.get(k)!r} vs {n[k]!r}" for k in keys[:3]) or "unreadable manifest"
+
+
+def run_estimate(
+    input_path: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    settings: EstimateSettings,
+    pipelines: PipelineCache | None = None,
+    on_event: OnEvent | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> dict:
+    """Estimate normals for one input into one folder; see docs/ARCHITECTURE.md."""
+    emit = on_event or (lambda ev: None)
+    cancelled = should_cancel or (lambda: False)
+    settings.validate()
+    pipelines = pipelines or PipelineCache()
+    model = settings.model or default_model()
+    folder = Path(output_dir).expanduser()
+    t_start = time.perf_counter()
+
+    emit({"type": "stage", "stage": "reading", "message": f"opening {input_path}"})
+    src = open_source(input_path, settings.frames, settings.max_res)
+    if src.downscaled:
+        emit({
+            "type": "warning",
+            "message": f"frames downscaled from {src.source_size[1]}x{src.source_size[0]} to "
+            f"{src.size[1]}x{src.size[0]} (max resolution {settings.max_res})",
+        })
+    rotations = None
+    if settings.camera_rotations:
+        from .world_space import load_camera_rotations
+
+        rotations = load_camera_rotations(settings.camera_rotations)
+        missing = [n for n in src.numbers if n not in rotations]
+        if missing:
+            raise NormalCrafterError(
+                errors.BAD_REQUEST, f"{settings.camera_rotations}: no camera rotation for frame {missing[0]}"
+            )
+    identity = {"version": 1, "input": _input_identity(src), "settings": settings.identity(model)}
+    resumed = _prepare_output(folder, src, identity) is not None
+    fmt = settings.format
+    done = {i for i, n in enumerate(src.numbers) if fmt != "npy" and frame_path(folder, n, fmt).exists()}
+    npy_final = folder / "normals.npy"
+    if fmt == "npy" and npy_final.exists():
+        done = set(range(len(src)))
+    if len(done) == len(src):
+        emit({"type": "stage", "stage": "done", "message": "all frames already written"})
+        return _result(folder, src, [], 0, len(done), settings, model, None, t_start, pipelines)
+
+    pipe, cached = pipelines.get(model, settings.device, settings.dtype, emit)
+    pipe.times = type(pipe.times)()
+    model_conv = settings.model_convention or pipe.convention
+    out_conv = canonical(settings.convention)
+    if not pipe.components.info.convention_verified and not settings.model_convention:
+        emit({"type": "warning", "message": f"the axis convention of {model} is unverified; assuming {model_conv}"})
+    hdr_settings = {k: v for k, v in identity["settings"].items() if k != "model"}
+    npy = NpyWriter(npy_final, len(src), *src.size) if fmt == "npy" else None
+    emit({
+        "type": "stage", "stage": "estimating",
+        "message": f"{len(src) - len(done)} of {len(src)} frames at {src.size[1]}x{src.size[0]}"
+        + (" (resuming)" if resumed else "") + (" (model already loaded)" if cached else ""),
+    })
+    files: list[str] = []
+    t0 = time.perf_counter()
+    written = 0
+    todo = len(src) - len(done)
+    try:
+        for i, raw in pipe.stream(
+            iter(src), len(src), settings.window, settings.stride, settings.decode_chunk,
+            should_stop=cancelled, skip=done.__contains__,
+        ):
+            if cancelled():
+                raise Cancelled()
+            if npy is not None:
+                npy.put(i, raw)
+            if i in done:
+                continue
+            number = src.numbers[i]
+            normals = convert(raw, model_conv, out_conv)
+            if settings.renormalize:
+                normals = normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-6)
+            if fmt != "npy":
+                path = frame_path(folder, number, fmt)
+                if fmt == "exr":
+                    world = None
+                    if rotations is not None:
+                        from .world_space import to_world
+
+                        world = to_world(convert(normals, out_conv, "RUB"), rotations[number])
+                    write_exr(path, normals, exr_header(out_conv, model, hdr_settings, number), world)
+                else:
+                    write_png16(path, normals)
+                files.append(str(path))
+                emit({"type": "file", "frame": number, "path": str(path)})
+            written += 1
+            elapsed = time.perf_counter() - t0
+            fps = written / elapsed if elapsed > 0 else 0.0
+            emit({
+                "type": "progress", "done": written, "total": todo, "fps": round(fps, 3),
+                "eta_s": round((todo - written) / fps, 1) if fps > 0 else None,
+            })
+        if cancelled():
+            raise Cancelled()
+        if npy is not None:
+            files.append(str(npy.finish()))
+            npy = None
+    except OSError as exc:
+        raise NormalCrafterError(
+            errors.OUTPUT_NOT_WRITABLE, f"{folder}: cannot write output ({exc.strerror or exc})"
+        ) from None
+    except ValueError as exc:
+        raise NormalCrafterError(errors.INPUT_INVALID, f"{input_path}: {exc}") from None
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            pipelines.clear()
+            raise NormalCrafterError(
+                errors.OUT_OF_MEMORY,
+                f"out of memory at {src.size[1]}x{src.size[0]}: lower --max-res (e.g. 512) or --decode-chunk (e.g. 2)",
+            ) from None
+        raise
+    finally:
+        if npy is not None:
+            npy.abort()
+    if settings.preview and fmt != "npy":
+        from .io.preview import write_preview
+
+        files.append(str(write_preview(src, folder, fmt, fps=src.fps or 24.0)))
+    emit({"type": "stage", "stage": "done", "message": f"wrote {len(files)} files to {folder}"})
+    return _result(folder, src, files, written, len(done), settings, model, pipe, t_start, pipelines)
+
+
+def _result(folder, src, files, written, skipped, settings, model, pipe, t_start, pipelines) -> dict:
+    return {
+        "output_dir": str(folder),
+        "frames": written,
+        "skipped": skipped,
+        "files": files,
+        "frame_numbers": [src.numbers[0], src.numbers[-1]],
+        "model": model,
+        "convention": canonical(settings.convention),
+        "timings": {"total_s": round(time.perf_counter() - t_start, 3),
+                    **({k: round(v, 3) for k, v in pipe.times.as_dict().items()} if pipe else {})},
+        "model_loads": pipelines.loads,
+        "version": __version__,
+    }
