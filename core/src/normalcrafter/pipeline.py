@@ -106,6 +106,12 @@ class NormalCrafterPipeline:
         """(N, H, W, 3) uint8 padded frames -> CLIP embeddings (N, 1, D) and
         RGB latents (N, 4, H/8, W/8), both in the pipeline dtype."""
         x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        return self.encode_images(x)
+
+    @torch.no_grad()
+    def encode_images(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like ``encode_frames`` for (N, 3, H, W) float images in [0, 1] already
+        on the device (training conditions on exactly what inference sees)."""
         with self._timed("clip"):
             y = _resize_with_antialiasing(x * 2.0 - 1.0, (self._clip_size, self._clip_size))
             y = ((y + 1.0) / 2.0 - self._clip_mean) / self._clip_std

@@ -22,6 +22,11 @@ SIZES = {
         unet_channels=(64, 128, 192, 256), unet_heads=(2, 4, 6, 8), layers_per_block=1, cross_dim=64,
         time_embed=32, vae_channels=(32, 64, 128, 128), clip_hidden=64, clip_layers=2, clip_heads=4, clip_inter=128,
     ),
+    # The project's bundled trained model: about 10.8 M parameters, 21 MB in fp16.
+    "compact": dict(
+        unet_channels=(32, 64, 96, 128), unet_heads=(1, 2, 3, 4), layers_per_block=1, cross_dim=64,
+        time_embed=32, vae_channels=(32, 64, 96, 96), clip_hidden=64, clip_layers=2, clip_heads=4, clip_inter=128,
+    ),
     # SVD-xt as published (UNet 1.52 B, VAE 97.7 M, CLIP ViT-H/14).
     "full": dict(
         unet_channels=(320, 640, 1280, 1280), unet_heads=(5, 10, 20, 20), layers_per_block=2, cross_dim=1024,
