@@ -16,10 +16,11 @@ from .errors import NormalCrafterError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("normalcrafter.estimate_cli", "estimate normals for a video, image sequence or image"),
+    "demo": ("normalcrafter.demo_cli", "run the bundled sample clip through the bundled model"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="normalcrafter",
         description="Temporally stable surface normals from video (NormalCrafter, ICCV 2025).",
@@ -30,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        if name in sys.argv[1:2]:
+        if name == chosen:
             # Only the chosen subcommand imports its module (and its dependencies).
             importlib.import_module(module).add_arguments(p)
     return parser
@@ -38,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    sys.argv[1:] = argv
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except NormalCrafterError as exc:
