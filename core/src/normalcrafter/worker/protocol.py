@@ -89,5 +89,5 @@ def encode_event(event: dict) -> bytes:
     pipe encoding can garble a path)."""
     if event.get("type") not in EVENT_TYPES:
         raise ValueError(f"unknown event type {event.get('type')!r}")
-    event = {"job": None, **event}
+    event = {"type": event["type"], "job": None, **event}
     return (json.dumps(_finite(event), ensure_ascii=True, allow_nan=False, default=str) + "\n").encode("ascii")
