@@ -1,7 +1,8 @@
 """Output formats for normal frames.
 
 * EXR: half float, lossless ZIP, channels ``N.X N.Y N.Z`` (Blender reads a
-  pass "N"), optional ``Nworld.X/Y/Z``, header attributes naming the axis
+  pass "N") and the same values as ``R G B`` (Blender's "Combined"),
+  optional ``Nworld.X/Y/Z``, header attributes naming the axis
   convention, the model and the settings.
 * PNG: 16-bit RGB preview, ``(n + 1) / 2`` scaled to 0..65535.
 * NPY: the raw model output of the whole range, (F, H, W, 3) float32 in the
@@ -27,6 +28,10 @@ def write_exr(path: Path, normals: np.ndarray, header: dict[str, str], world: np
     import OpenEXR
 
     channels = {f"N.{a}": np.ascontiguousarray(normals[:, :, i], dtype=np.float16) for i, a in enumerate("XYZ")}
+    # The same normals again as plain R,G,B: Blender's sequencer shows only a
+    # Combined/RGB pass and crashes (5.0.1) on a file without one, and image
+    # viewers show RGB by default. ZIP finds the copy, so it costs ~4% in size.
+    channels.update({c: channels[f"N.{a}"] for c, a in zip("RGB", "XYZ")})
     if world is not None:
         channels.update(
             {f"Nworld.{a}": np.ascontiguousarray(world[:, :, i], dtype=np.float16) for i, a in enumerate("XYZ")}
