@@ -16,6 +16,7 @@ from .errors import NormalCrafterError
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("normalcrafter.estimate_cli", "estimate normals for a video, image sequence or image"),
+    "eval": ("normalcrafter.evaluation.cli", "score predicted normals against ground truth (accuracy, flicker, pictures)"),
     "demo": ("normalcrafter.demo_cli", "run the bundled sample clip through the bundled model"),
 }
 

@@ -51,3 +51,31 @@ def project(points_world: np.ndarray, cam_to_world: np.ndarray, k: dict[str, flo
         u = k["cx"] + k["fx"] * p[..., 0] / depth
         v = k["cy"] - k["fy"] * p[..., 1] / depth
     return np.stack([u, v], axis=-1), depth
+
+
+def reprojection_flow(position: np.ndarray, valid: np.ndarray, next_position: np.ndarray, next_valid: np.ndarray,
+                      next_cam_to_world: np.ndarray, k: dict[str, float]) -> np.ndarray:
+    """Exact forward optical flow of a static scene from frame t to t+1.
+
+    ``position``/``next_position`` are the world positions seen at each pixel
+    (Blender's Position pass). A pixel's flow is where its surface point lands
+    in frame t+1 minus its own centre. It is NaN where nothing was hit, the
+    point leaves the picture, or something nearer hides it in frame t+1 (its
+    depth exceeds the depths rendered around its landing spot by over 1%).
+    """
+    h, w = valid.shape
+    uv, depth = project(position, next_cam_to_world, k)
+    j, i = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    flow = np.stack([uv[..., 0] - j, uv[..., 1] - i], axis=-1)
+    inside = valid & (depth > 0) & (uv[..., 0] >= 0) & (uv[..., 0] < w) & (uv[..., 1] >= 0) & (uv[..., 1] < h)
+
+    _, next_depth = project(next_position, next_cam_to_world, k)
+    next_depth = np.where(next_valid, next_depth, -np.inf)
+    # The four pixel centres around the landing spot bound the surface's depth there.
+    u0 = np.clip(np.floor(np.nan_to_num(uv[..., 0]) - 0.5).astype(int), 0, w - 1)
+    v0 = np.clip(np.floor(np.nan_to_num(uv[..., 1]) - 0.5).astype(int), 0, h - 1)
+    u1, v1 = np.minimum(u0 + 1, w - 1), np.minimum(v0 + 1, h - 1)
+    around = np.max([next_depth[v0, u0], next_depth[v0, u1], next_depth[v1, u0], next_depth[v1, u1]], axis=0)
+    visible = inside & np.isfinite(around) & (depth <= around * 1.01 + 1e-6)
+    flow[~visible] = np.nan
+    return flow.astype(np.float32)

@@ -14,7 +14,7 @@ from .camera import intrinsics, look_at
 RECIPES = ("analytic", "objects", "room")
 MOTIONS = ("static", "orbit", "dolly", "pan", "handheld")
 DEFAULT_MOTION = {"analytic": "orbit", "objects": "orbit", "room": "pan"}
-TEXTURES = ("checker", "noise", "brick", "wave", "voronoi")
+TEXTURES = ("checker", "noise", "wave", "voronoi")  # all 3-D, so vertical faces get patterns too
 LENS_MM = 35.0
 SENSOR_MM = 36.0
 
@@ -111,7 +111,7 @@ def _objects(rng: np.random.Generator) -> dict:
 def _room(rng: np.random.Generator) -> dict:
     w, d, h = float(rng.uniform(6, 9)), float(rng.uniform(6, 9)), float(rng.uniform(2.8, 3.4))
     objects = [{"shape": "room", "location": [0.0, 0.0, 0.0], "dimensions": [w, d, h],
-                "material": _material(rng, "brick"), "floor_material": _material(rng, "checker")}]
+                "material": _material(rng, "voronoi"), "floor_material": _material(rng, "checker")}]
     for _ in range(int(rng.integers(3, 6))):
         dims = [float(v) for v in rng.uniform([0.5, 0.5, 0.4], [1.6, 1.2, 1.2])]
         x = float(rng.uniform(-w / 2 + 1.0, w / 2 - 1.0))
@@ -129,8 +129,8 @@ def _room(rng: np.random.Generator) -> dict:
     eye = [0.3 * w * np.cos(angle), 0.3 * d * np.sin(angle), 1.6]
     return {
         "world_color": [0.05, 0.05, 0.05],
-        "lights": [{"type": "POINT", "location": [0.0, 0.0, h - 0.4], "energy": 60.0 * w * d},
-                   {"type": "POINT", "location": [-eye[0], -eye[1], h - 0.6], "energy": 20.0 * w * d}],
+        "lights": [{"type": "POINT", "location": [0.0, 0.0, h - 0.4], "energy": 3.0 * w * d},
+                   {"type": "POINT", "location": [-eye[0], -eye[1], h - 0.6], "energy": 1.0 * w * d}],
         "objects": objects,
         "eye": eye,
         "target": [-eye[0], -eye[1], 1.0],
