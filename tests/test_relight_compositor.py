@@ -77,11 +77,12 @@ def reference(normals: np.ndarray, plate: np.ndarray, lights: int, rim: bool, bl
     return plate + added if blend == "ADD" else 1 - (1 - plate) * (1 - added)
 
 
-def run_blender(python: str, scenario: str, config: dict, tmp_path: Path) -> dict:
+def run_blender(python: str, scenario: str, config: dict, tmp_path: Path, script: str = __file__) -> dict:
+    """Run ``scenario`` of ``script`` (a test module) in a fresh Blender; return what it returned."""
     config_path = tmp_path / f"{scenario}.json"
     config = {**config, "result": str(tmp_path / f"{scenario}.result.json")}
     config_path.write_text(json.dumps(config))
-    proc = subprocess.run([python, __file__, scenario, str(config_path)], capture_output=True, text=True,
+    proc = subprocess.run([python, script, scenario, str(config_path)], capture_output=True, text=True,
                           timeout=300, cwd=str(REPO))
     assert proc.returncode == 0, f"blender scenario {scenario} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return json.loads(Path(config["result"]).read_text())
@@ -241,12 +242,17 @@ def test_light_follows_an_empty_relative_to_the_camera(tmp_path, python):
 # Run as ``python this_file.py scenario_name config.json`` in a fresh process.
 
 def _blender():
+    import importlib
+    import types
+
     import bpy
 
-    sys.path.insert(0, str(REPO))
-    from normalcrafter_blender import relight
-
-    return bpy, relight
+    # The relight sub-package stands alone: load it without the add-on's
+    # __init__ (which needs files the extension build adds).
+    package = types.ModuleType("normalcrafter_blender")
+    package.__path__ = [str(REPO / "normalcrafter_blender")]
+    sys.modules["normalcrafter_blender"] = package
+    return bpy, importlib.import_module("normalcrafter_blender.relight")
 
 
 def _render(bpy, scene, path: str) -> None:
@@ -366,8 +372,13 @@ def scenario_drivers(config: dict) -> dict:
     return result
 
 
-if __name__ == "__main__":
+def main(namespace: dict) -> None:
+    """Run the scenario named on the command line from a test module's ``namespace``."""
     scenario, config_file = sys.argv[1], sys.argv[2]
     settings = json.loads(Path(config_file).read_text())
-    outcome = globals()[scenario](settings)
+    outcome = namespace[scenario](settings)
     Path(settings["result"]).write_text(json.dumps(outcome))
+
+
+if __name__ == "__main__":
+    main(globals())

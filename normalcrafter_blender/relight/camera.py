@@ -122,6 +122,7 @@ def export_camera_rotations(scene: bpy.types.Scene, path: str, frame_map: Mappin
     }
     path = bpy.path.abspath(path)
     folder = os.path.dirname(path) or "."
+    temporary = None
     try:
         os.makedirs(folder, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=".camera_rotations.", suffix=".tmp", dir=folder)
@@ -129,23 +130,36 @@ def export_camera_rotations(scene: bpy.types.Scene, path: str, frame_map: Mappin
             json.dump(payload, stream, indent=1)
         os.replace(temporary, path)
     except OSError as exc:
+        if temporary is not None and os.path.exists(temporary):
+            os.remove(temporary)
         raise RelightError(f"cannot write camera rotations to {path}: {exc.strerror or exc}") from None
     return path
 
 
 def strip_frame_map(strip: bpy.types.Strip) -> dict[int, int]:
-    """Timeline frame -> input frame number for the frames a movie or image strip shows."""
-    first, end = int(strip.frame_final_start), int(strip.frame_final_end)
-    # Source index of timeline frame T (0-based), trims and hold offsets included.
-    to_index = int(strip.animation_offset_start) - int(strip.frame_start)
+    """Timeline frame -> input frame number for the frames a movie or image strip shows.
+
+    Frames where a handle is dragged past the content (Blender holds the
+    first or last frame there) are left out, as the estimation leaves them out.
+    """
+    start = int(round(strip.frame_start))
+    offset = int(strip.animation_offset_start)
+    # Blender shows source frame T - frame_start + animation_offset_start at timeline frame T.
+    frames = {t: t - start + offset for t in range(int(strip.frame_final_start), int(strip.frame_final_end))}
     if strip.type == "MOVIE":
-        return {t: t + to_index for t in range(first, end)}
+        return {t: i for t, i in frames.items() if offset <= i < offset + strip.frame_duration}
     if strip.type == "IMAGE":
-        elements = strip.elements
+        names = [element.filename for element in strip.elements]
         mapping = {}
-        for t in range(first, end):
-            index = min(max(t + to_index, 0), len(elements) - 1)
-            match = re.search(r"(\d+)\D*$", elements[index].filename)
-            mapping[t] = int(match.group(1)) if match else index
+        for t, i in frames.items():
+            if 0 <= i < len(names):
+                match = re.search(r"(\d+)\D*$", names[i])
+                mapping[t] = int(match.group(1)) if match else i
         return mapping
     raise RelightError(f"strip '{strip.name}' is a {strip.type.lower()} strip, not a movie or image sequence")
+
+
+def clip_frame_map(clip: bpy.types.MovieClip) -> dict[int, int]:
+    """Timeline frame -> video frame (0-based) for the frames a movie clip shows."""
+    shift = clip.frame_start - clip.frame_offset
+    return {i + shift: i for i in range(max(clip.frame_offset, 0), clip.frame_duration)}

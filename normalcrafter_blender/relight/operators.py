@@ -8,8 +8,19 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
 from . import camera as cam
-from . import compat, group, setup
+from . import compat, group, setup, sources
 from .errors import RelightError
+
+
+# Tags the add-on's importer puts on an imported normal pass (normalcrafter_blender/importer.py).
+_PASS_OF_STRIP = "normalcrafter_plate"  # on an image strip: the name of its movie strip
+_PASS_OF_CLIP = "normalcrafter_clip"  # on an image: the name of its movie clip
+
+_PLATE_SOURCES = (
+    ("CLIP", "Movie Clip", "A movie clip in this file"),
+    ("STRIP", "Movie Strip", "The file of a movie strip in the sequencer, with the strip's timing"),
+    ("FILE", "File", "A video or an image (sequence) on disk"),
+)
 
 
 class NORMALCRAFTER_OT_relight_build(bpy.types.Operator):
@@ -21,9 +32,10 @@ class NORMALCRAFTER_OT_relight_build(bpy.types.Operator):
 
     normals_path: StringProperty(name="Normal Pass", subtype="FILE_PATH",
                                  description="A normal.<frame>.exr file of the normal pass, or its folder")
-    plate_clip: StringProperty(name="Plate Clip", description="A movie clip in this file to relight")
-    plate_path: StringProperty(name="Plate File", subtype="FILE_PATH",
-                               description="A video or image (sequence) to relight, used when no clip is chosen")
+    plate_source: EnumProperty(name="Plate", items=_PLATE_SOURCES, default="CLIP")
+    plate_clip: StringProperty(name="Clip", description="The movie clip to relight")
+    plate_strip: StringProperty(name="Strip", description="The movie strip whose file to relight")
+    plate_path: StringProperty(name="File", subtype="FILE_PATH", description="A video or image (sequence) to relight")
     lights: IntProperty(name="Lights", default=1, min=1, max=group.MAX_LIGHTS)
     blend: EnumProperty(name="Blend", items=(("ADD", "Add", "Plate + light"),
                                             ("SCREEN", "Screen", "1 - (1 - plate)(1 - light): softer highlights")))
@@ -34,45 +46,85 @@ class NORMALCRAFTER_OT_relight_build(bpy.types.Operator):
     def invoke(self, context, event):
         found = setup.find_setup(context.scene)
         if found is not None:
-            owned = setup.owned_nodes(found.tree)
-            normals = owned.get(setup.NORMALS)
-            plate = owned.get(setup.PLATE)
-            if normals is not None and normals.image is not None and not self.normals_path:
-                self.normals_path = normals.image.filepath
-            if plate is not None and getattr(plate, "clip", None) is not None and not self.plate_clip:
-                self.plate_clip = plate.clip.name
-            elif plate is not None and getattr(plate, "image", None) is not None and not self.plate_path:
-                self.plate_path = plate.image.filepath
-            self.lights, self.rim, self.blend = found.lights, found.rim, found.blend
-        elif not self.plate_clip and not self.plate_path and len(bpy.data.movieclips) == 1:
-            self.plate_clip = bpy.data.movieclips[0].name
+            self._prefill_from_setup(found)
+        else:
+            self._prefill_from_context(context)
         return context.window_manager.invoke_props_dialog(self, width=460)
+
+    def _prefill_from_setup(self, found: setup.RelightSetup) -> None:
+        owned = setup.owned_nodes(found.tree)
+        normals, plate = owned.get(setup.NORMALS), owned.get(setup.PLATE)
+        if normals is not None and normals.image is not None:
+            self.normals_path = normals.image.filepath
+        if plate is not None and getattr(plate, "clip", None) is not None:
+            self.plate_source, self.plate_clip = "CLIP", plate.clip.name
+        elif plate is not None and getattr(plate, "image", None) is not None:
+            self.plate_source, self.plate_path = "FILE", plate.image.filepath
+        self.lights, self.rim, self.blend = found.lights, found.rim, found.blend
+
+    def _prefill_from_context(self, context) -> None:
+        """The clip in the clip editor or the active movie strip, with its imported normal pass."""
+        space = context.space_data
+        clip = getattr(space, "clip", None) if space is not None and space.type == "CLIP_EDITOR" else None
+        if clip is None and len(bpy.data.movieclips) == 1 and space is not None and space.type != "SEQUENCE_EDITOR":
+            clip = bpy.data.movieclips[0]
+        editor = context.scene.sequence_editor
+        strip = editor.active_strip if editor is not None and hasattr(editor, "active_strip") else None
+        if clip is not None:
+            self.plate_source, self.plate_clip = "CLIP", clip.name
+            image = next((im for im in bpy.data.images if im.get(_PASS_OF_CLIP) == clip.name), None)
+            if image is not None:
+                self.normals_path = image.filepath
+        elif strip is not None and strip.type == "MOVIE":
+            self.plate_source, self.plate_strip = "STRIP", strip.name
+            normals = next((s for s in compat.all_strips(context.scene)
+                            if s.type == "IMAGE" and s.get(_PASS_OF_STRIP) == strip.name and len(s.elements)), None)
+            if normals is not None:
+                self.normals_path = normals.directory + normals.elements[0].filename
 
     def draw(self, context):
         layout = self.layout
         layout.use_property_split = True
         layout.prop(self, "normals_path")
-        layout.prop_search(self, "plate_clip", bpy.data, "movieclips")
-        if not self.plate_clip:
+        layout.prop(self, "plate_source")
+        if self.plate_source == "CLIP":
+            layout.prop_search(self, "plate_clip", bpy.data, "movieclips")
+        elif self.plate_source == "STRIP":
+            editor = context.scene.sequence_editor
+            if editor is not None:
+                layout.prop_search(self, "plate_strip", editor,
+                                   "strips_all" if hasattr(editor, "strips_all") else "sequences_all")
+            else:
+                layout.label(text="The scene has no sequencer strips")
+        else:
             layout.prop(self, "plate_path")
         layout.prop(self, "lights")
         layout.prop(self, "blend")
         layout.prop(self, "rim")
         layout.prop(self, "match_resolution")
 
+    def _plate(self, context):
+        if self.plate_source == "CLIP":
+            clip = bpy.data.movieclips.get(self.plate_clip)
+            if clip is None:
+                raise RelightError(f"no movie clip named '{self.plate_clip}'" if self.plate_clip
+                                   else "choose the movie clip to relight")
+            return clip
+        if self.plate_source == "STRIP":
+            strip = next((s for s in compat.all_strips(context.scene) if s.name == self.plate_strip), None)
+            if strip is None:
+                raise RelightError(f"no strip named '{self.plate_strip}'" if self.plate_strip
+                                   else "choose the movie strip to relight")
+            return sources.clip_for_strip(strip)
+        if not self.plate_path:
+            raise RelightError("choose the plate file to relight")
+        return self.plate_path
+
     def execute(self, context):
         try:
-            if self.plate_clip:
-                plate = bpy.data.movieclips.get(self.plate_clip)
-                if plate is None:
-                    raise RelightError(f"no movie clip named '{self.plate_clip}'")
-            elif self.plate_path:
-                plate = self.plate_path
-            else:
-                raise RelightError("choose a plate: a movie clip or a file")
             if not self.normals_path:
                 raise RelightError("choose the normal pass (an EXR of it or its folder)")
-            built = setup.build_relight(context.scene, self.normals_path, plate, lights=self.lights,
+            built = setup.build_relight(context.scene, self.normals_path, self._plate(context), lights=self.lights,
                                         blend=self.blend, rim=self.rim, match_resolution=self.match_resolution)
         except RelightError as exc:
             self.report({"ERROR"}, str(exc))
@@ -131,10 +183,11 @@ class NORMALCRAFTER_OT_export_camera_rotations(bpy.types.Operator):
     bl_label = "Export Camera Rotations"
 
     filepath: StringProperty(name="File", subtype="FILE_PATH", default="//camera_rotations.json")
-    strip: StringProperty(name="Strip", description="Frames of this strip, numbered as the strip's input; "
-                                                    "empty: the scene's frame range, numbered from First Input Frame")
+    strip: StringProperty(name="Strip", description="Frames of this movie or image strip, numbered as its input")
+    clip: StringProperty(name="Clip", description="Frames of this movie clip, numbered as its video's frames")
     first_input_frame: IntProperty(name="First Input Frame", default=0, min=0,
-                                   description="Input frame number of the scene's first frame")
+                                   description="Without a strip or clip: the input frame number of the scene's "
+                                               "first frame")
 
     def execute(self, context):
         scene = context.scene
@@ -144,6 +197,11 @@ class NORMALCRAFTER_OT_export_camera_rotations(bpy.types.Operator):
                 if strip is None:
                     raise RelightError(f"no strip named '{self.strip}'")
                 frame_map = cam.strip_frame_map(strip)
+            elif self.clip:
+                clip = bpy.data.movieclips.get(self.clip)
+                if clip is None:
+                    raise RelightError(f"no movie clip named '{self.clip}'")
+                frame_map = cam.clip_frame_map(clip)
             else:
                 offset = self.first_input_frame - scene.frame_start
                 frame_map = {t: t + offset for t in range(scene.frame_start, scene.frame_end + 1)}

@@ -1,4 +1,4 @@
-"""The Relight section of the NormalCrafter sidebar panel."""
+"""The Relight section of the NormalCrafter sidebar panel (drawn inside the add-on's Relight sub-panel)."""
 from __future__ import annotations
 
 import bpy
@@ -8,8 +8,7 @@ from . import group, setup
 
 
 def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
-    box = layout.box()
-    box.label(text="Relight", icon="LIGHT_SUN")
+    box = layout.column()
     found = setup.find_setup(context.scene)
     if found is None:
         box.operator("normalcrafter.relight_build", text="Build Relight Setup", icon="NODETREE")

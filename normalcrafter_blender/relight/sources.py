@@ -15,7 +15,8 @@ import bpy
 
 from .errors import RelightError
 
-VIDEO_EXTENSIONS = frozenset((".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf", ".ogv", ".mpg", ".mpeg"))
+VIDEO_EXTENSIONS = frozenset((".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mxf", ".ogv", ".mpg", ".mpeg",
+                              ".mts", ".m2ts", ".flv", ".dv", ".wmv"))
 _NUMBERED = re.compile(r"^(.*?)(\d+)(\D*)$")
 
 
@@ -70,10 +71,7 @@ def load_plate(path: str) -> bpy.types.MovieClip | bpy.types.Image:
     if not os.path.isfile(path):
         raise RelightError(f"plate not found: {path}")
     if os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS:
-        try:
-            return bpy.data.movieclips.load(path, check_existing=True)
-        except RuntimeError as exc:
-            raise RelightError(f"cannot open the plate {path}: {exc}") from None
+        return _load_clip(path)
     files = find_sequence(path)
     image = _load_image(path)
     image.source = "SEQUENCE" if files.last > files.first else "FILE"
@@ -102,8 +100,29 @@ def set_sequence_timing(node: bpy.types.Node, files: NumberedFiles, shift: int) 
     node.use_cyclic = False
 
 
+def _load_clip(path: str) -> bpy.types.MovieClip:
+    try:
+        return bpy.data.movieclips.load(path, check_existing=True)
+    except RuntimeError as exc:
+        raise RelightError(f"cannot open the plate {path}: {exc}") from None
+
+
 def _load_image(path: str) -> bpy.types.Image:
     try:
         return bpy.data.images.load(path, check_existing=True)
     except RuntimeError as exc:
         raise RelightError(f"cannot open {path}: {exc}") from None
+
+
+def clip_for_strip(strip: bpy.types.Strip) -> bpy.types.MovieClip:
+    """The movie strip's file as a movie clip; a clip loaded here gets the strip's timing."""
+    if strip.type != "MOVIE":
+        raise RelightError(f"strip '{strip.name}' is not a movie strip")
+    known = set(bpy.data.movieclips)
+    clip = _load_clip(bpy.path.abspath(strip.filepath))
+    if clip not in known:
+        # The strip shows source frame T - frame_start + animation_offset_start;
+        # the clip shows T - frame_start + frame_offset.
+        clip.frame_start = int(round(strip.frame_start))
+        clip.frame_offset = int(strip.animation_offset_start)
+    return clip
