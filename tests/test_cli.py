@@ -136,3 +136,9 @@ def test_help_explains_options():
     for opt in ("--model", "--format", "--device", "--dtype", "--window", "--stride", "--decode-chunk", "--max-res",
                 "--frames", "--renormalize", "--convention"):
         assert opt in r.stdout
+
+
+def test_download_offline_is_a_clear_error(tmp_path):
+    r = cli("download", "--to", tmp_path / "m", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("normalcrafter download: error: cannot download")
