@@ -280,6 +280,16 @@ def _data_image(bpy, path: str):
     return image
 
 
+def _error(relight, call) -> str:
+    try:
+        call()
+    except relight.RelightError as exc:
+        return str(exc)
+    except RuntimeError as exc:  # an operator's ERROR report
+        return str(exc)
+    return "no error"
+
+
 def _set_values(node, values: dict) -> None:
     for name, value in values.items():
         node.inputs[name].default_value = value

@@ -143,18 +143,8 @@ def scenario_rebuild(config: dict) -> dict:
             "version": list(bpy.app.version[:2])}
 
 
-def _error(relight, call) -> str:
-    try:
-        call()
-    except relight.RelightError as exc:
-        return str(exc)
-    except RuntimeError as exc:  # an operator's ERROR report
-        return str(exc)
-    return "no error"
-
-
 def scenario_operators(config: dict) -> dict:
-    from test_relight_compositor import _blender
+    from test_relight_compositor import _blender, _error
 
     bpy, relight = _blender()
     for cls in relight.classes:
