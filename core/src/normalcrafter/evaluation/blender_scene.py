@@ -44,6 +44,9 @@ def build(spec: dict) -> bpy.types.Object:
     scene.render.resolution_percentage = 100
     scene.view_settings.view_transform = "Standard"  # plain sRGB: textures keep their colours
     scene.render.dither_intensity = 0.0  # dithering noise would make the PNGs depend on more than the seed
+    for name in dir(scene.render):  # no date, time or host name written into the files either
+        if name.startswith("use_stamp_"):
+            setattr(scene.render, name, False)
     layer = scene.view_layers[0]
     layer.use_pass_normal = True
     layer.use_pass_position = True
