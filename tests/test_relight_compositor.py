@@ -142,6 +142,27 @@ def test_relight_matches_numpy(tmp_path, python):
     assert lambert[0, 2].max() < 1e-6 < lambert[0, 0].min()  # the far side stays dark, the near side is lit
 
 
+@pytest.mark.parametrize("python", PYTHONS)
+def test_relight_reads_the_writers_exr(tmp_path, python):
+    """The pipeline's own EXR (half float, N.* plus R,G,B and Nworld.*): the setup must use the N pass."""
+    from normalcrafter.io.writers import exr_header, read_exr_normals, write_exr
+
+    rng = np.random.default_rng(5)
+    normals = random_normals(rng)
+    world = -normals  # any other values: using this pass by mistake would show
+    path = write_exr(tmp_path / "normal.00000.exr", normals, exr_header("opengl", "test", {}, 0), world=world)
+    stored, _ = read_exr_normals(path)  # half-float rounded
+    plate = rng.uniform(0.0, 1.0, size=(6, 8, 3))
+    write_rgb(tmp_path / "plate.exr", plate)
+    case = dict(NUMERIC_CASES[1], frame=1, out=str(tmp_path / "out.exr"))
+
+    run_blender(python, "scenario_numeric", {"normals": str(tmp_path), "plate": str(tmp_path / "plate.exr"),
+                                             "cases": [case]}, tmp_path)
+
+    expected = reference(stored, plate, case["lights"], case["rim"], case["blend"], case["values"])
+    np.testing.assert_allclose(read_rgb(case["out"]), expected, atol=2e-5)
+
+
 def make_video(path: Path, frames: int) -> list[int]:
     import av
 
