@@ -67,8 +67,9 @@ def test_operators_and_errors(tmp_path, python):
     assert "choose the normal pass" in errors["operator without normals"]
     assert "no strip named" in errors["operator bad strip"]
     assert all("\n" not in message.strip() for message in errors.values())
-    # A failed build leaves the existing setup as it was.
+    # A failed build leaves the existing setup as it was: nodes, normal pass, light link, values.
     assert r["nodes_after_errors"] == r["nodes_before_errors"]
+    assert r["nodes_before_errors"][2] == 3
 
 
 # ---------------------------------------------------------- Blender side
@@ -174,7 +175,16 @@ def scenario_operators(config: dict) -> dict:
     result["unlink"] = sorted(bpy.ops.normalcrafter.relight_unlink_light(light=1))
     result["drivers_after_unlink"] = len(found.tree.animation_data.drivers)
 
-    result["nodes_before_errors"] = sorted(n.name for n in found.tree.nodes)
+    relight.link_light(scene, 1, empty)
+    found.node.inputs["Strength"].default_value = 0.7
+
+    def fingerprint():
+        owned_now = setup_module.owned_nodes(found.tree)
+        return [sorted(n.name for n in found.tree.nodes), owned_now["normals"].image.filepath,
+                len(found.tree.animation_data.drivers), found.node.inputs["Strength"].default_value,
+                len(found.node.inputs)]
+
+    result["nodes_before_errors"] = fingerprint()
     plate = f"{root}/plate.mp4"
     empty_folder = Path(root) / "empty"
     empty_folder.mkdir()
@@ -193,7 +203,7 @@ def scenario_operators(config: dict) -> dict:
     result["errors"] = {name: _error(relight, call) for name, call in errors.items()}
     scene.camera = None
     result["errors"]["no camera"] = _error(relight, lambda: relight.link_light(scene, 1, empty))
-    result["nodes_after_errors"] = sorted(n.name for n in found.tree.nodes)
+    result["nodes_after_errors"] = fingerprint()
     for cls in reversed(relight.classes):  # bpy 4.2 crashes on exit with operators still registered
         bpy.utils.unregister_class(cls)
     return result

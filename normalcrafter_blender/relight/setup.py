@@ -98,11 +98,10 @@ def build_relight(scene: bpy.types.Scene, normals: str, plate: bpy.types.MovieCl
     normals_node.image = normals_image
     normals_node.label = "Normal Pass"
     sources.set_sequence_timing(normals_node, normal_files, shift)
-    if "N" not in normals_node.outputs:
-        raise RelightError(f"{normal_files.first_path} has no N.X/N.Y/N.Z channels (not a NormalCrafter EXR)")
     normals_out = normals_node.outputs["N"]
     if tuple(normals_image.size[:]) != (width, height):
-        scale = _ensure(tree, owned, NORMALS_SCALE, "CompositorNodeScale", lambda: compat.new_scale_to(tree.nodes, width, height))
+        scale = _ensure(tree, owned, NORMALS_SCALE, "CompositorNodeScale",
+                        lambda: compat.new_scale_to(tree.nodes, width, height))
         scale.inputs["X"].default_value = width
         scale.inputs["Y"].default_value = height
         tree.links.new(normals_out, scale.inputs[0])

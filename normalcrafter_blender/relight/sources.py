@@ -60,9 +60,23 @@ def load_normals(path: str) -> tuple[bpy.types.Image, NumberedFiles]:
     if not files.first_path.lower().endswith(".exr"):
         raise RelightError(f"the normal pass must be EXR files, got {files.first_path}")
     image = _load_image(files.first_path)
+    if "N" not in _passes(image):
+        raise RelightError(f"{files.first_path} has no N.X/N.Y/N.Z channels (not a NormalCrafter EXR)")
     image.source = "SEQUENCE" if files.last > files.first else "FILE"
     image.colorspace_settings.name = "Non-Color"
     return image, files
+
+
+def _passes(image: bpy.types.Image) -> list[str]:
+    """The outputs an Image node shows for ``image`` (a multilayer EXR's passes)."""
+    # Asked of a throwaway node, so a bad file fails before the setup is touched.
+    probe = bpy.data.node_groups.new(".normalcrafter probe", "CompositorNodeTree")
+    try:
+        node = probe.nodes.new("CompositorNodeImage")
+        node.image = image
+        return [socket.name for socket in node.outputs]
+    finally:
+        bpy.data.node_groups.remove(probe)
 
 
 def load_plate(path: str) -> bpy.types.MovieClip | bpy.types.Image:
