@@ -1,4 +1,4 @@
-"""The Relight section of the NormalCrafter sidebar panel (drawn inside the add-on's Relight sub-panel)."""
+"""The Relight section of the NormalCrafter sidebar panel."""
 from __future__ import annotations
 
 import bpy
@@ -8,7 +8,8 @@ from . import group, setup
 
 
 def draw_panel(layout: bpy.types.UILayout, context: bpy.types.Context) -> None:
-    box = layout.column()
+    box = layout.box()
+    box.label(text="Relight", icon="LIGHT_SUN")
     found = setup.find_setup(context.scene)
     if found is None:
         box.operator("normalcrafter.relight_build", text="Build Relight Setup", icon="NODETREE")
