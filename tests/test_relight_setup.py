@@ -70,6 +70,7 @@ def test_operators_and_errors(tmp_path, python):
     # A failed build leaves the existing setup as it was: nodes, normal pass, light link, values.
     assert r["nodes_after_errors"] == r["nodes_before_errors"]
     assert r["nodes_before_errors"][2] == 3
+    assert r["movie_image_plate"] == "CompositorNodeMovieClip" and r["use_compositing"] is True
 
 
 # ---------------------------------------------------------- Blender side
@@ -204,6 +205,11 @@ def scenario_operators(config: dict) -> dict:
     scene.camera = None
     result["errors"]["no camera"] = _error(relight, lambda: relight.link_light(scene, 1, empty))
     result["nodes_after_errors"] = fingerprint()
+    scene.render.use_compositing = False
+    movie_image = bpy.data.images.load(plate)  # a video opened as an image: used as a movie clip
+    relight.build_relight(scene, root, movie_image)
+    result["movie_image_plate"] = setup_module.owned_nodes(found.tree)["plate"].bl_idname
+    result["use_compositing"] = scene.render.use_compositing
     for cls in reversed(relight.classes):  # bpy 4.2 crashes on exit with operators still registered
         bpy.utils.unregister_class(cls)
     return result

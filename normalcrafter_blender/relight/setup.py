@@ -69,6 +69,8 @@ def build_relight(scene: bpy.types.Scene, normals: str, plate: bpy.types.MovieCl
     normals_image, normal_files = sources.load_normals(normals)
     if isinstance(plate, str):
         plate = sources.load_plate(plate)
+    elif isinstance(plate, bpy.types.Image) and plate.source == "MOVIE":
+        plate = sources.load_plate(plate.filepath)  # a movie clip has the timing the normal pass follows
     width, height = sources.plate_size(plate)
     if isinstance(plate, bpy.types.MovieClip):
         shift = sources.clip_shift(plate)
@@ -128,6 +130,7 @@ def build_relight(scene: bpy.types.Scene, normals: str, plate: bpy.types.MovieCl
     if kept is not None:
         kept.restore(tree, relight, lights)
     _layout(frame, plate_node, normals_node, owned.get(NORMALS_SCALE), relight, viewer)
+    scene.render.use_compositing = True
     if match_resolution:
         scene.render.resolution_x, scene.render.resolution_y = width, height
         scene.render.resolution_percentage = 100
