@@ -58,7 +58,7 @@ def read_requests(stream: BinaryIO, worker) -> None:
                 rest = stream.readline(MAX_LINE_BYTES + 1)
         if line.strip():
             worker.handle_line(line)
-    worker.request_shutdown("stdin closed")
+    worker.stdin_closed()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,6 +78,11 @@ class WorkerClient:
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def returncode(self) -> int | None:
+        """The worker's exit status once it has exited, else None."""
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
     def stderr_tail(self) -> list[str]:
         """The worker's last lines on stderr (for error reports)."""
         return list(self._stderr)

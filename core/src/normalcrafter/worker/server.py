@@ -197,6 +197,11 @@ class Worker:
         if self.on_stop is not None:
             self.on_stop(drain)
 
+    def stdin_closed(self) -> None:
+        # After a draining shutdown, closing stdin is the expected next step,
+        # not a reason to drop the queue.
+        self.request_shutdown("stdin closed", drain=self._stopping and self._drain)
+
     def run(self) -> int:
         """Run queued jobs until shutdown; returns the process exit status."""
         while True:
