@@ -88,7 +88,7 @@ def _facts(bpy, relight, scene) -> dict:
         "roles": sorted(setup_module.owned_nodes(tree)),
         "groups": sum(1 for g in bpy.data.node_groups if g.get("normalcrafter_relight")),
         "outputs": sum(1 for n in tree.nodes if n.bl_idname in ("CompositorNodeComposite", "NodeGroupOutput")),
-        "output_from": next(((l.from_node.name, l.from_socket.name) for l in tree.links if l.to_node == output),
+        "output_from": next(((k.from_node.name, k.from_socket.name) for k in tree.links if k.to_node == output),
                             None),
         "glare_from": glare.inputs[0].links[0].from_socket.name if glare and glare.inputs[0].is_linked else None,
         "intensity_from": intensity.links[0].from_socket.name if intensity.is_linked else None,

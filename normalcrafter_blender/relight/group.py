@@ -81,7 +81,8 @@ def build_group(group: bpy.types.NodeTree, lights: int, rim: bool, blend: str) -
     for k in range(1, lights + 1):
         lx, ly, lz = graph.separate(inputs[light_direction(k)])
         dot = graph.math("MULTIPLY_ADD", nz, lz, graph.math("MULTIPLY_ADD", ny, ly, graph.math("MULTIPLY", nx, lx)))
-        length_sq = graph.math("MULTIPLY_ADD", lz, lz, graph.math("MULTIPLY_ADD", ly, ly, graph.math("MULTIPLY", lx, lx)))
+        length_sq = graph.math("MULTIPLY_ADD", lz, lz,
+                               graph.math("MULTIPLY_ADD", ly, ly, graph.math("MULTIPLY", lx, lx)))
         length = graph.math("MAXIMUM", graph.math("SQRT", length_sq), 1e-6)
         wrap = inputs[light_wrap(k)]
         wrapped = graph.math("DIVIDE", graph.math("ADD", graph.math("DIVIDE", dot, length), wrap),

@@ -76,7 +76,8 @@ def build_relight(scene: bpy.types.Scene, normals: str, plate: bpy.types.MovieCl
         shift = sources.clip_shift(plate)
     else:
         plate_files = sources.find_sequence(plate.filepath) if plate.source == "SEQUENCE" else None
-        shift = frame_shift if frame_shift is not None else scene.frame_start - (plate_files.first if plate_files else 0)
+        default_shift = scene.frame_start - (plate_files.first if plate_files else 0)
+        shift = frame_shift if frame_shift is not None else default_shift
 
     tree = compat.compositor_tree(scene, create=True)
     owned = owned_nodes(tree)
@@ -198,11 +199,12 @@ class _Snapshot:
         owned = {n.name for n in tree.nodes if isinstance(n.get(TAG), str)}
         values = {s.name: _copy(s.default_value) for s in node.inputs
                   if hasattr(s, "default_value") and not s.is_linked}
-        inbound = [(l.from_node.name, l.from_socket.identifier, l.to_socket.name)
-                   for l in tree.links if l.to_node == node and l.from_node.name not in owned]
-        outbound = [(l.from_socket.name, l.to_node.name, l.to_socket.identifier)
-                    for l in tree.links if l.from_node == node and l.to_node.name not in owned
-                    and l.to_node != compat.find_output(tree)]
+        output = compat.find_output(tree)
+        inbound = [(link.from_node.name, link.from_socket.identifier, link.to_socket.name)
+                   for link in tree.links if link.to_node == node and link.from_node.name not in owned]
+        outbound = [(link.from_socket.name, link.to_node.name, link.to_socket.identifier)
+                    for link in tree.links if link.from_node == node and link.to_node.name not in owned
+                    and link.to_node != output]
         light_objects = {k: cam.linked_object(node, k) for k in range(1, group.MAX_LIGHTS + 1)}
         snapshot = cls(values, inbound, outbound, {k: o.name for k, o in light_objects.items() if o},
                        node.get("nc_camera"))

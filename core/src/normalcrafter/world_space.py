@@ -33,7 +33,8 @@ def load_camera_rotations(path: str | Path) -> dict[int, np.ndarray]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise NormalCrafterError(INPUT_UNREADABLE, f"cannot read camera rotations {path}: {exc.strerror or exc}") from None
+        raise NormalCrafterError(
+            INPUT_UNREADABLE, f"cannot read camera rotations {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise NormalCrafterError(INPUT_INVALID, f"camera rotations {path} is not JSON: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("frames"), dict):
@@ -82,7 +83,8 @@ def _frame_number(key: str, path: Path) -> int:
     try:
         return int(key)
     except ValueError:
-        raise NormalCrafterError(INPUT_INVALID, f"camera rotations {path}: frame key {key!r} is not an integer") from None
+        raise NormalCrafterError(
+            INPUT_INVALID, f"camera rotations {path}: frame key {key!r} is not an integer") from None
 
 
 def _rotation(value: object, where: str) -> np.ndarray:
