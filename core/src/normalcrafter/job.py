@@ -181,6 +181,11 @@ def _prepare_output(folder: Path, src: FrameSource, identity: dict) -> dict | No
         except (OSError, ValueError):
             old = None
         if not old or old.get("input") != identity["input"] or old.get("settings") != identity["settings"]:
+            if not any(folder.glob("normal.*")) and not (folder / "normals.npy").exists():
+                # The earlier job failed before its first frame (e.g. a missing
+                # model): nothing could mix, so the folder is taken over.
+                atomic_write_bytes(manifest_path, (json.dumps(identity, indent=2) + "\n").encode())
+                return None
             diff = _describe_difference(old or {}, identity)
             raise NormalCrafterError(
                 errors.OUTPUT_CONFLICT,
