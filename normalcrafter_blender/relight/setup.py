@@ -34,8 +34,19 @@ class RelightSetup:
     blend: str
 
 
+def _node_name(role: str) -> str:
+    return f"NC {role.replace('_', ' ').title()}"
+
+
 def owned_nodes(tree: bpy.types.NodeTree) -> dict[str, bpy.types.Node]:
-    return {node[TAG]: node for node in tree.nodes if isinstance(node.get(TAG), str)}
+    """The setup's nodes by role. A node the user duplicated carries the tag
+    too; the one with the setup's own name wins."""
+    owned: dict[str, bpy.types.Node] = {}
+    for node in tree.nodes:
+        role = node.get(TAG)
+        if isinstance(role, str) and (role not in owned or node.name == _node_name(role)):
+            owned[role] = node
+    return owned
 
 
 def find_setup(scene: bpy.types.Scene) -> RelightSetup | None:
@@ -179,7 +190,7 @@ def _ensure(tree, owned, role, idname, factory=None) -> bpy.types.Node:
         tree.nodes.remove(node)
     node = factory() if factory else tree.nodes.new(idname)
     node[TAG] = role
-    node.name = f"NC {role.replace('_', ' ').title()}"
+    node.name = _node_name(role)
     owned[role] = node
     return node
 
