@@ -111,9 +111,10 @@ def test_generator_is_deterministic_and_checks_its_arguments(analytic_clip: Path
         # Cycles' threads may change the last bit of a float normal; nothing more.
         np.testing.assert_allclose(read_normal_file(again / "normal" / f"normal.{f:05d}.exr")[0],
                                    read_normal_file(analytic_clip / "normal" / f"normal.{f:05d}.exr")[0], atol=1e-6)
-        # (the PNG files differ only in the render times Cycles writes into their metadata)
-        np.testing.assert_array_equal(cv2.imread(str(again / "rgb" / f"rgb.{f:05d}.png")),
-                                      cv2.imread(str(analytic_clip / "rgb" / f"rgb.{f:05d}.png")))
+        # OpenImageDenoise's threads may move a rare pixel by one level
+        a = cv2.imread(str(again / "rgb" / f"rgb.{f:05d}.png")).astype(int)
+        b = cv2.imread(str(analytic_clip / "rgb" / f"rgb.{f:05d}.png")).astype(int)
+        assert np.abs(a - b).max() <= 1 and (a != b).mean() < 1e-3
     assert not list(tmp_path.glob(".*partial"))
     with pytest.raises(NormalCrafterError) as e:
         render_clip(again, "analytic")

@@ -111,7 +111,7 @@ def _objects(rng: np.random.Generator) -> dict:
 def _room(rng: np.random.Generator) -> dict:
     w, d, h = float(rng.uniform(6, 9)), float(rng.uniform(6, 9)), float(rng.uniform(2.8, 3.4))
     objects = [{"shape": "room", "location": [0.0, 0.0, 0.0], "dimensions": [w, d, h],
-                "material": _material(rng, "voronoi"), "floor_material": _material(rng, "checker")}]
+                "material": _material(rng, "noise"), "floor_material": _material(rng, "checker")}]
     for _ in range(int(rng.integers(3, 6))):
         dims = [float(v) for v in rng.uniform([0.5, 0.5, 0.4], [1.6, 1.2, 1.2])]
         x = float(rng.uniform(-w / 2 + 1.0, w / 2 - 1.0))
