@@ -1,0 +1,313 @@
+"""Blender sessions for the extension tests, one per process:
+
+    python scenarios.py NAME '{"result": "facts.json", ...}'
+
+Each scenario drives real bpy (and, through the installed extension, a real
+worker process) and writes the facts it observed as JSON; the pytest side
+asserts on them. BLENDER_USER_RESOURCES must be set by the caller: bpy reads
+it when it is imported.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+
+import bpy
+
+MODULE = "bl_ext.user_default.normalcrafter"
+
+
+def addon(name: str):
+    return importlib.import_module(f"{MODULE}.{name}")
+
+
+def strips_of(scene):
+    ed = scene.sequence_editor
+    return ed.strips if hasattr(ed, "strips") else ed.sequences
+
+
+def all_strips(scene):
+    ed = scene.sequence_editor
+    return list(ed.strips_all if hasattr(ed, "strips_all") else ed.sequences_all)
+
+
+def install(args: dict) -> None:
+    result = bpy.ops.extensions.package_install_files(filepath=args["zip"], repo="user_default",
+                                                     enable_on_install=True)
+    assert result == {"FINISHED"}, result
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.python_path = args["python"]
+    prefs.model_source = args["model"]
+
+
+def add_movie(scene, name: str, path: str, channel: int, start: int, anim=(0, 0), offsets=(0, 0)):
+    if scene.sequence_editor is None:
+        scene.sequence_editor_create()
+    strip = strips_of(scene).new_movie(name, path, channel, start)
+    strip.animation_offset_start, strip.animation_offset_end = anim
+    strip.frame_offset_start, strip.frame_offset_end = offsets
+    return strip
+
+
+def strip_facts(strip) -> dict:
+    facts = {
+        "name": strip.name, "type": strip.type, "channel": strip.channel,
+        "frame_start": strip.frame_start, "final_start": strip.frame_final_start,
+        "final_end": strip.frame_final_end, "duration": strip.frame_duration,
+        "anim_start": strip.animation_offset_start, "anim_end": strip.animation_offset_end,
+        "scale": [strip.transform.scale_x, strip.transform.scale_y],
+        "tag": strip.get("normalcrafter_plate"),
+    }
+    if strip.type == "IMAGE":
+        facts["directory"] = bpy.path.abspath(strip.directory)
+        facts["files"] = [e.filename for e in strip.elements]
+        facts["colorspace"] = strip.colorspace_settings.name
+    return facts
+
+
+def select_only(scene, names: list[str]) -> None:
+    for s in all_strips(scene):
+        s.select = s.name in names
+
+
+def estimate(**kwargs) -> dict:
+    """Run the operator the way a script does; a reported error comes back as text."""
+    t = time.monotonic()
+    try:
+        result = bpy.ops.normalcrafter.estimate(**kwargs)
+        return {"result": sorted(result), "error": None, "seconds": time.monotonic() - t}
+    except RuntimeError as exc:
+        return {"result": None, "error": str(exc), "seconds": time.monotonic() - t}
+
+
+def status_lines() -> list[str]:
+    return list(addon("session").SESSION.status.lines)
+
+
+def render_png(scene, frame: int, path: str) -> list[float]:
+    """Render the sequencer at ``frame``; return the mean RGB of the bottom-right quarter."""
+    scene.frame_set(frame)
+    scene.render.filepath = path
+    bpy.ops.render.render(write_still=True)
+    image = bpy.data.images.load(path, check_existing=False)
+    w, h = image.size
+    pixels = list(image.pixels)
+    bpy.data.images.remove(image)
+    values = [0.0, 0.0, 0.0]
+    count = 0
+    for y in range(0, h // 2):  # image rows start at the bottom
+        for x in range(w // 2, w):
+            i = 4 * (y * w + x)
+            for c in range(3):
+                values[c] += pixels[i + c]
+            count += 1
+    return [v / count for v in values]
+
+
+def setup_render(scene, png: bool) -> None:
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    scene.render.resolution_percentage = 100
+    scene.view_settings.view_transform = "Standard"
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "IMAGE"
+    if png:
+        settings.file_format, settings.color_depth, settings.color_mode = "PNG", "8", "RGB"
+    else:
+        # Non-Color sequencer space: the rendered pixels are the strip's data as stored.
+        scene.sequencer_colorspace_settings.name = "Non-Color"
+        settings.file_format, settings.color_depth, settings.color_mode = "OPEN_EXR", "32", "RGB"
+
+
+# -- scenarios -------------------------------------------------------------
+def scenario_timing(args: dict) -> dict:
+    """Which source frame Blender itself shows at each timeline frame, for
+    strips with offsets, animation offsets and held frames."""
+    scene = bpy.context.scene
+    setup_render(scene, png=True)
+    strip = add_movie(scene, "plate", args["clip"], 2, 10)
+    cases = []
+    for anim, offsets, start in (((3, 0), (2, 5), 10), ((0, 4), (-2, 0), 10), ((5, 2), (0, 0), 1), ((1, 1), (3, -2), 7)):
+        strip.animation_offset_start, strip.animation_offset_end = anim
+        strip.frame_offset_start, strip.frame_offset_end = offsets
+        strip.frame_start = start
+        shown = {}
+        for t in range(strip.frame_final_start - 1, strip.frame_final_end + 1):
+            shown[t] = render_png(scene, t, os.path.join(args["tmp"], "timing.png"))[0]
+        cases.append({"strip": strip_facts(strip), "shown": shown})
+    return {"cases": cases}
+
+
+def scenario_flow(args: dict) -> dict:
+    facts: dict = {}
+    tmp = args["tmp"]
+    install(args)
+    scene = bpy.context.scene
+    facts["version"] = bpy.app.version_string
+    facts["panels"] = sorted(c for c in dir(bpy.types) if c.startswith("NORMALCRAFTER_PT_"))
+    planning = addon("planning")
+    facts["unsaved_root"] = planning.output_root("//normals/", MODULE)
+    bpy.ops.wm.save_as_mainfile(filepath=os.path.join(tmp, "flow.blend"))
+    scene.normalcrafter.max_res = 64
+    a, b = args["clips"]["a"], args["clips"]["b"]
+    add_movie(scene, "plate", a, 2, 10, anim=(3, 0), offsets=(2, 5))
+    add_movie(scene, "second", a, 5, 40, offsets=(1, 9))
+    add_movie(scene, "third", b, 2, 60, offsets=(0, 10))
+    session = addon("session").SESSION
+    operators = addon("operators")
+
+    # A bad interpreter: one clean line, and the add-on stays usable.
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.python_path = os.path.join(tmp, "no-such-python")
+    select_only(scene, ["plate"])
+    facts["bad_python"] = {**estimate(), "status": status_lines()}
+    prefs.python_path = args["python"]
+
+    # The non-blocking path, exactly as the modal operator drives it from its
+    # timer: submit returns at once, the worker starts on a thread, pump()
+    # never waits.
+    plans, problems = operators.gather_plans(bpy.context, "", "")
+    config = operators.worker_config(bpy.context)
+    t = time.monotonic()
+    records = session.submit(plans, config, keep_warm=True, blocking=False)
+    submit_s = time.monotonic() - t
+    states, progress, pump_s = [], [], []
+    while not all(r.finished for r in records):
+        t = time.monotonic()
+        for r in session.pump():
+            operators.finish_record(r)
+        pump_s.append(time.monotonic() - t)
+        states.append(records[0].state)
+        progress.append(records[0].done)
+        time.sleep(0.02)
+    facts["modal"] = {
+        "plans": [p.job() for p in plans], "submit_s": submit_s, "max_pump_s": max(pump_s),
+        "pumps": len(pump_s), "states": sorted(set(states)), "progress": sorted(set(progress)),
+        "final": records[0].state, "error": records[0].error, "report": records[0].report,
+        "result": records[0].result, "hello": session.hello,
+    }
+    facts["after_modal"] = [strip_facts(s) for s in all_strips(scene)]
+
+    # Rendered normal strip, two frames, with the plate muted: the test
+    # compares them with the EXR files of the source frames they should show.
+    setup_render(scene, png=False)
+    movies = [s for s in all_strips(scene) if s.type == "MOVIE"]
+    for s in movies:
+        s.mute = True
+    renders = {}
+    for t in (13, 16):
+        path = os.path.join(tmp, f"render_{t}.exr")
+        scene.frame_set(t)
+        scene.render.filepath = path
+        bpy.ops.render.render(write_still=True)
+        renders[t] = path
+    for s in movies:
+        s.mute = False
+    facts["renders"] = renders
+
+    # The blocking operator on the same strip: the worker resumes (nothing to
+    # do) and the import replaces the earlier image strip.
+    facts["rerun"] = estimate()
+    facts["after_rerun"] = [strip_facts(s) for s in all_strips(scene)]
+
+    # Batch: two selected strips, one click, one warm worker.
+    select_only(scene, ["second", "third"])
+    pid = session.hello["pid"]
+    facts["batch"] = {**estimate(), "status": status_lines(), "same_worker": session.hello["pid"] == pid,
+                      "results": [r.result for r in session.records]}
+    facts["after_batch"] = [strip_facts(s) for s in all_strips(scene)]
+
+    # A movie clip: an image sequence datablock.
+    clip = bpy.data.movieclips.load(a)
+    clip.frame_start, clip.frame_offset = 100, 10
+    facts["clip"] = estimate(clip=clip.name)
+    image = next((im for im in bpy.data.images if im.get("normalcrafter_clip") == clip.name), None)
+    facts["clip_image"] = image and {
+        "name": image.name, "source": image.source, "colorspace": image.colorspace_settings.name,
+        "filepath": bpy.path.abspath(image.filepath), "fake_user": image.use_fake_user,
+        "frame_start": image["frame_start"], "frame_offset": image["frame_offset"],
+        "frame_duration": image["frame_duration"],
+    }
+
+    # Worker-side failures: a missing model, an unreadable movie. Each is one
+    # line in Blender; the next job still runs.
+    add_movie(scene, "fresh", b, 8, 120, offsets=(0, 12))
+    scene.normalcrafter.model = os.path.join(tmp, "no-such-model")
+    select_only(scene, ["fresh"])
+    facts["missing_model"] = {**estimate(), "status": status_lines()}
+    scene.normalcrafter.model = ""
+    broken = os.path.join(tmp, "broken.mp4")
+    shutil.copy(a, broken)
+    add_movie(scene, "broken", broken, 10, 200)
+    with open(broken, "wb") as fh:
+        fh.write(b"\0not a movie" * 100)
+    select_only(scene, ["broken"])
+    facts["unreadable"] = {**estimate(), "status": status_lines()}
+    # The folder the failed job chose is usable: nothing was written to it.
+    select_only(scene, ["fresh"])
+    facts["after_errors"] = {**estimate(), "status": status_lines()}
+
+    # Cancel mid-job (small windows make it several steps); finished frames stay.
+    add_movie(scene, "long", b, 9, 300)
+    scene.normalcrafter.window, scene.normalcrafter.stride = 2, 2
+    plans, _ = operators.gather_plans(bpy.context, "long", "")
+    records = session.submit(plans, config, keep_warm=True, blocking=False)
+    while records[0].done < 1 and not records[0].finished:
+        session.pump()
+        time.sleep(0.02)
+    session.cancel()
+    while not records[0].finished:
+        session.pump()
+        time.sleep(0.02)
+    out = plans[0].output_dir
+    facts["cancel"] = {"state": records[0].state, "done_at_cancel": records[0].done,
+                       "files": sorted(os.listdir(out)), "total": plans[0].span.count}
+    scene.normalcrafter.window, scene.normalcrafter.stride = 14, 10
+    select_only(scene, ["second"])
+    facts["after_cancel"] = estimate()
+
+    # Disabling the add-on stops its worker.
+    pid = session.hello["pid"]
+    bpy.ops.preferences.addon_disable(module=MODULE)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.1)
+    facts["worker_gone_after_disable"] = not os.path.exists(f"/proc/{pid}")
+    return facts
+
+
+def scenario_make_blend(args: dict) -> dict:
+    """A saved .blend with two movie strips, and user preferences with the extension enabled."""
+    install(args)
+    bpy.ops.wm.save_userpref()
+    scene = bpy.context.scene
+    add_movie(scene, "plate", args["clips"]["a"], 2, 10, anim=(3, 0), offsets=(2, 5))
+    add_movie(scene, "other", args["clips"]["b"], 4, 30, offsets=(0, 10))
+    bpy.ops.wm.save_as_mainfile(filepath=args["blend"])
+    return {"strips": [strip_facts(s) for s in all_strips(scene)]}
+
+
+def scenario_inspect(args: dict) -> dict:
+    bpy.ops.wm.open_mainfile(filepath=args["blend"])
+    return {"strips": [strip_facts(s) for s in all_strips(bpy.context.scene)]}
+
+
+def main() -> int:
+    name, args = sys.argv[1], json.loads(sys.argv[2])
+    try:
+        facts = globals()[f"scenario_{name}"](args)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    with open(args["result"], "w") as fh:
+        json.dump(facts, fh, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

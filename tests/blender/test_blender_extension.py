@@ -1,0 +1,172 @@
+"""The installed extension end to end: real bpy, the zip installed through
+Blender's extension operator, a real worker with the tiny random model.
+
+One Blender session (``scenarios.scenario_flow``) runs the whole story in
+order, keeping one warm worker as a user's session would; the tests below
+each check one part of what it observed.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import OpenEXR
+import pytest
+
+from blender_harness import needs_bpy, run_scenario
+
+pytestmark = [pytest.mark.blender, needs_bpy]
+
+
+@pytest.fixture(scope="module")
+def flow(extension_zip, clips, tiny_model, tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("flow")
+    args = {
+        "zip": str(extension_zip), "python": sys.executable, "model": str(tiny_model), "tmp": str(tmp),
+        "clips": {k: str(v) for k, v in clips.items()},
+    }
+    facts = run_scenario("flow", args, tmp, timeout=600)
+    facts["tmp"] = tmp
+    return facts
+
+
+def exr(path) -> dict[str, np.ndarray]:
+    with OpenEXR.File(str(path), separate_channels=True) as f:
+        return {name: c.pixels.astype(np.float32) for name, c in f.channels().items()}
+
+
+def strip(facts: list[dict], name: str) -> dict:
+    return next(s for s in facts if s["name"] == name)
+
+
+def test_panels_in_the_sequencer_and_the_clip_editor(flow):
+    for space in ("sequence_editor", "clip_editor"):
+        assert f"NORMALCRAFTER_PT_{space}_main" in flow["panels"]
+        assert f"NORMALCRAFTER_PT_{space}_settings" in flow["panels"]
+
+
+def test_bad_interpreter_is_one_clear_line(flow):
+    bad = flow["bad_python"]
+    assert bad["result"] is None
+    assert "no Python interpreter at" in bad["error"] and "no-such-python" in bad["error"]
+    assert "Traceback" not in bad["error"] and bad["error"].strip().count("\n") == 0
+    assert bad["status"] == [bad["error"].strip().removeprefix("Error: ")]
+
+
+def test_non_blocking_path_never_waits(flow):
+    modal = flow["modal"]
+    # submit() returns while the worker is still starting (importing torch);
+    # every pump() takes what arrived and returns.
+    assert modal["submit_s"] < 0.5
+    assert modal["max_pump_s"] < 0.1
+    assert {"waiting", "queued", "running", "done"} <= set(modal["states"])
+    assert modal["final"] == "done", modal["error"]
+    assert modal["progress"][-1] == 6 and len(modal["progress"]) >= 2
+
+
+def test_frames_sent_are_the_ones_the_strip_shows(flow):
+    # "plate": content at 10 after 3 trimmed frames, handles trimming 2 and 5:
+    # timeline 12..17 shows source frames 5..10.
+    job = flow["modal"]["plans"][0]
+    assert job["frames"] == [5, 11]
+    assert job["format"] == "exr" and job["convention"] == "opengl" and job["max_res"] == 64
+    out = Path(job["output_dir"])
+    assert out == flow["tmp"] / "normals" / "plate"
+    assert sorted(p.name for p in out.glob("normal.*.exr")) == [f"normal.{n:05d}.exr" for n in range(5, 11)]
+    channels = exr(out / "normal.00005.exr")
+    assert {"N.X", "N.Y", "N.Z", "R", "G", "B"} <= set(channels)
+    assert channels["N.X"].shape == (48, 64)
+
+
+def test_image_strip_above_the_plate_frame_for_frame(flow):
+    normals = strip(flow["after_modal"], "plate normals")
+    plate = strip(flow["after_modal"], "plate")
+    assert normals["type"] == "IMAGE" and normals["tag"] == "plate"
+    assert normals["channel"] == plate["channel"] + 1
+    assert (normals["final_start"], normals["final_end"]) == (plate["final_start"], plate["final_end"])
+    assert normals["files"] == [f"normal.{n:05d}.exr" for n in range(5, 11)]
+    assert normals["colorspace"] == "Non-Color"
+    # //normals/plate/ next to the saved .blend
+    assert Path(normals["directory"]) == flow["tmp"] / "normals" / "plate"
+
+
+def test_sequencer_render_shows_the_matching_normal_frame(flow):
+    """Timeline frame t renders exactly the EXR of the source frame the plate shows at t."""
+    out = flow["tmp"] / "normals" / "plate"
+    frames = {n: np.stack([exr(out / f"normal.{n:05d}.exr")[c] for c in "RGB"], -1) for n in range(5, 11)}
+    for t, source in ((13, 6), (16, 9)):
+        rendered = exr(flow["renders"][str(t)])
+        image = np.stack([rendered[c] for c in "RGB"], -1)
+        errors = {n: float(np.abs(image - f).max()) for n, f in frames.items()}
+        assert errors[source] < 1e-3, errors
+        assert min(e for n, e in errors.items() if n != source) > 0.05, errors
+
+
+def test_rerun_replaces_the_earlier_import(flow):
+    assert flow["rerun"]["result"] == ["FINISHED"]
+    assert [s["name"] for s in flow["after_rerun"] if s["tag"] == "plate"] == ["plate normals"]
+
+
+def test_batch_of_two_strips_in_one_click_on_one_warm_worker(flow):
+    batch = flow["batch"]
+    assert batch["result"] == ["FINISHED"], batch["error"]
+    assert batch["same_worker"]
+    assert [r["model_loads"] for r in batch["results"]] == [1, 1]  # the model stayed loaded
+    assert [r["frame_numbers"] for r in batch["results"]] == [[1, 6], [0, 5]]
+    after = flow["after_batch"]
+    second, third = strip(after, "second normals"), strip(after, "third normals")
+    assert (second["channel"], second["final_start"], second["final_end"]) == (6, 41, 47)
+    assert (third["channel"], third["final_start"], third["final_end"]) == (3, 60, 66)
+    assert len(batch["status"]) == 2 and all("image strip" in line for line in batch["status"])
+
+
+def test_clip_becomes_a_non_color_image_sequence(flow):
+    assert flow["clip"]["result"] == ["FINISHED"], flow["clip"]["error"]
+    image = flow["clip_image"]
+    assert image["source"] == "SEQUENCE" and image["colorspace"] == "Non-Color" and image["fake_user"]
+    # The clip starts at scene frame 100 showing video frame 10.
+    assert Path(image["filepath"]).name == "normal.00010.exr"
+    assert (image["frame_start"], image["frame_offset"], image["frame_duration"]) == (100, 9, 6)
+    assert sorted(p.name for p in Path(image["filepath"]).parent.glob("*.exr")) == [
+        f"normal.{n:05d}.exr" for n in range(10, 16)]
+
+
+@pytest.mark.parametrize("case, text", [
+    ("missing_model", "no-such-model does not exist"),
+    ("unreadable", "not a readable video"),
+])
+def test_worker_errors_are_clear_reports(flow, case, text):
+    facts = flow[case]
+    assert facts["result"] is None
+    assert text in facts["error"]
+    assert "Traceback" not in facts["error"] and facts["error"].strip().count("\n") == 0
+    assert len(facts["status"]) == 1 and text in facts["status"][0]
+
+
+def test_next_job_runs_after_errors(flow):
+    after = flow["after_errors"]
+    assert after["result"] == ["FINISHED"], after["error"]
+    assert "4 normal frames" in after["status"][0]
+
+
+def test_cancel_keeps_finished_frames_and_no_partial_files(flow):
+    cancel = flow["cancel"]
+    assert cancel["state"] == "cancelled"
+    frames = [f for f in cancel["files"] if f.startswith("normal.")]
+    assert 1 <= len(frames) < cancel["total"]
+    assert frames == [f"normal.{n:05d}.exr" for n in range(len(frames))]
+    assert set(cancel["files"]) - set(frames) == {"normalcrafter_job.json"}
+    assert flow["after_cancel"]["result"] == ["FINISHED"]
+
+
+def test_disabling_the_add_on_stops_its_worker(flow):
+    assert flow["worker_gone_after_disable"]
+
+
+def test_unsaved_files_write_to_the_extension_user_folder(flow):
+    root = Path(flow["unsaved_root"])
+    assert root.name == "normals" and "normalcrafter" in root.parts
+    assert str(root).startswith(str(flow["tmp"] / "blender"))
+    assert os.path.isdir(root)
