@@ -92,7 +92,7 @@ def _rgb_reader(pred: Clip, gt: Clip, pairing: Pairing, rgb: InputFrames | None)
     return None
 
 
-def _flow_plan(gt: Clip, pairing: Pairing, flow: str, has_rgb: bool, warnings: list[str]) -> str:
+def _flow_plan(name: str, gt: Clip, pairing: Pairing, flow: str, has_rgb: bool, warnings: list[str]) -> str:
     """Which flow this clip's flicker uses: "gt", a method, or "none"."""
     if flow == "none" or len(pairing.gt_pos) < 2:
         return "none"
@@ -101,16 +101,16 @@ def _flow_plan(gt: Clip, pairing: Pairing, flow: str, has_rgb: bool, warnings: l
     consecutive = all(b == a + 1 for a, b in zip(pairing.gt_pos, pairing.gt_pos[1:]))
     if flow == "gt":
         if gt.read_flow is None or not consecutive:
-            raise NormalCrafterError(errors.INPUT_INVALID, f"clip {gt.name!r}: the ground truth has no flow "
+            raise NormalCrafterError(errors.INPUT_INVALID, f"clip {name!r}: the ground truth has no flow "
                                      "between the evaluated frames; use --flow dis")
         return "gt"
     if flow == "auto" and gt.read_flow is not None and consecutive:
         return "gt"
     if not has_rgb:
         if flow != "auto":
-            raise NormalCrafterError(errors.INPUT_INVALID, f"clip {gt.name!r}: flow estimation needs the input "
+            raise NormalCrafterError(errors.INPUT_INVALID, f"clip {name!r}: flow estimation needs the input "
                                      "frames; pass them with --frames")
-        warnings.append(f"clip {gt.name!r}: no flow and no input frames, flicker skipped (pass --frames)")
+        warnings.append(f"clip {name!r}: no flow and no input frames, flicker skipped (pass --frames)")
         return "none"
     return "dis" if flow == "auto" else flow
 
@@ -130,7 +130,7 @@ def _evaluate_clip(pred: Clip, gt: Clip, flow: str, plots: PlotOptions | None, r
     if pairing.by_order:
         warnings.append(f"clip {pred.name!r}: frame numbers differ from the ground truth's; paired in order")
     read_rgb = _rgb_reader(pred, gt, pairing, rgb)
-    plan = _flow_plan(gt, pairing, flow, read_rgb is not None, warnings)
+    plan = _flow_plan(pred.name, gt, pairing, flow, read_rgb is not None, warnings)
     n = len(pairing.frames)
     sheet_at = set(np.linspace(0, n - 1, min(plots.sheet_rows, n)).round().astype(int)) if plots else set()
     res = _ClipResult()

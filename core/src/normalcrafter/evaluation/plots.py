@@ -7,7 +7,8 @@
   flicker shows up as vertical streaks, real motion as slanted structure.
 
 Normals are shown in the OpenGL convention as ``(n + 1) / 2`` (the usual
-colours: a surface facing the camera is lilac-blue), invalid pixels black.
+colours: a surface facing the camera is lilac-blue), invalid ground truth black,
+predictions by their direction.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io.atomic import atomic_write_bytes
+from .metrics import unit
 
 MAX_ERR_DEG = 45.0
 TILE_MAX_W = 320
@@ -34,9 +36,15 @@ class SheetRow:
     error: np.ndarray  # (H, W) degrees, NaN where not evaluated
 
 
-def normals_to_rgb(n: np.ndarray) -> np.ndarray:
-    valid = np.linalg.norm(np.nan_to_num(n), axis=-1) > 0.5
-    img = np.clip((np.nan_to_num(n) + 1.0) * 0.5 * 255.0 + 0.5, 0, 255).astype(np.uint8)
+def normals_to_rgb(n: np.ndarray, ground_truth: bool = True) -> np.ndarray:
+    """Ground truth is black where invalid (length < 0.5); a prediction is
+    drawn by its direction whatever its length, black only where it has none."""
+    n = np.nan_to_num(n, nan=0.0, posinf=0.0, neginf=0.0)
+    length = np.linalg.norm(n, axis=-1)
+    valid = length > (0.5 if ground_truth else 0.0)
+    if not ground_truth:
+        n = unit(n)
+    img = np.clip((n + 1.0) * 0.5 * 255.0 + 0.5, 0, 255).astype(np.uint8)
     img[~valid] = 0
     return img
 
@@ -93,7 +101,7 @@ def contact_sheet(rows: list[SheetRow], title: str, max_err: float = MAX_ERR_DEG
         mean = float(np.nanmean(r.error)) if np.isfinite(r.error).any() else float("nan")
         tiles = [
             _label(_fit(r.rgb, tw, th) if r.rgb is not None else np.zeros((th, tw, 3), np.uint8), f"input #{r.frame}"),
-            _label(_fit(normals_to_rgb(r.pred), tw, th, True), "prediction"),
+            _label(_fit(normals_to_rgb(r.pred, ground_truth=False), tw, th, True), "prediction"),
             _label(_fit(normals_to_rgb(r.gt), tw, th, True), "ground truth"),
             _label(_fit(error_to_rgb(r.error, max_err), tw, th, True), f"error, mean {mean:.1f} deg"),
         ]
@@ -118,7 +126,7 @@ def temporal_profile(pred_cols: np.ndarray, gt_cols: np.ndarray, rgb_cols: np.nd
     panels = []
     if rgb_cols is not None:
         panels.append(_label(panel(rgb_cols), "input"))
-    panels.append(_label(panel(normals_to_rgb(pred_cols)), "prediction"))
+    panels.append(_label(panel(normals_to_rgb(pred_cols, ground_truth=False)), "prediction"))
     panels.append(_label(panel(normals_to_rgb(gt_cols)), "ground truth"))
     gap = np.full((panels[0].shape[0], 6, 3), BG, dtype=np.uint8)
     body = panels[0]
