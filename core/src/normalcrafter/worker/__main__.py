@@ -62,6 +62,7 @@ def read_requests(stream: BinaryIO, worker) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the worker; returns only on a start-up failure (the status to exit with)."""
     args = parse_args(argv)
     proto_in, proto_out = claim_stdio()
     faulthandler.enable(sys.stderr)
@@ -114,7 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=read_requests, args=(proto_in, worker), name="requests", daemon=True).start()
     status = worker.run()
     logging.shutdown()
-    return status
+    proto_out.flush()
+    # Everything the worker owes is on disk or sent; skip the interpreter's
+    # teardown of torch and the model, which takes seconds a quitting host
+    # would wait for.
+    os._exit(status)
 
 
 if __name__ == "__main__":
