@@ -80,7 +80,7 @@ def test_real_motion_is_not_punished_but_ignoring_it_is() -> None:
         a = np.deg2rad(3.0 * t)
         rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]], np.float32)
         frames.append(n @ rot.T)
-    for t in range(4):
+    for _ in range(4):
         f = np.zeros((H, W, 2), np.float32)
         f[..., 0] = 2.0  # (flow of the wall and the sphere alike, for simplicity; the wall's normals are (0,0,1))
         flows.append(f)

@@ -165,7 +165,7 @@ def test_mpi_sintel_layout(tmp_path: Path) -> None:
             occ[:3] = 255
             (train / "occlusions" / "alley_1").mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(train / "occlusions" / "alley_1" / f"{stem}.png"), occ)
-    clips = open_benchmark("sintel", tmp_path / "MPI-Sintel-complete", pass_name="clean")
+    clips = open_benchmark("sintel", tmp_path / "MPI-Sintel-complete", sintel_pass="clean")
     assert [c.name for c in clips] == ["alley_1"] and clips[0].frames == [1, 2, 3]
     c = clips[0]
     for i in range(3):
@@ -195,7 +195,7 @@ def test_scannet_sens_export_layout(tmp_path: Path) -> None:
     k4 = np.eye(4)
     k4[:3, :3] = K
     np.savetxt(scene / "intrinsic" / "intrinsic_depth.txt", k4)
-    clips = open_benchmark("scannet", tmp_path, step=2, max_frames=2)
+    clips = open_benchmark("scannet", tmp_path, scannet_step=2, max_frames=2)
     assert [c.name for c in clips] == ["scene0000_00"] and clips[0].frames == [0, 2]
     c = clips[0]
     for i, f in enumerate(c.frames):

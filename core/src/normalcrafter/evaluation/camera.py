@@ -35,12 +35,6 @@ def intrinsics(width: int, height: int, lens_mm: float, sensor_mm: float) -> dic
     return {"fx": f, "fy": f, "cx": width / 2.0, "cy": height / 2.0}
 
 
-def pixel_rays(width: int, height: int, k: dict[str, float]) -> np.ndarray:
-    """(H, W, 3) unnormalised ray directions through pixel centres, camera space."""
-    j, i = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    return np.stack([(j - k["cx"]) / k["fx"], -(i - k["cy"]) / k["fy"], -np.ones_like(j)], axis=-1)
-
-
 def project(points_world: np.ndarray, cam_to_world: np.ndarray, k: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
     """Image coordinates (..., 2) of world points and their depth in front of
     the camera (..., positive when visible)."""

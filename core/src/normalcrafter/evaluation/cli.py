@@ -46,7 +46,7 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Clip], list[str]]:
             raise NormalCrafterError(errors.BAD_REQUEST,
                                      "--gt-convention is for plain normal files; benchmark loaders know theirs")
         name = args.benchmark or "blender"
-        return open_benchmark(name, args.gt, pass_name=args.sintel_pass, step=args.scannet_step,
+        return open_benchmark(name, args.gt, sintel_pass=args.sintel_pass, scannet_step=args.scannet_step,
                               max_frames=args.max_frames), []
     return open_normal_clips(args.gt, args.gt_convention)
 

@@ -148,7 +148,7 @@ class FlickerStats:
         self.pred_change += pair.pred_change
         self.gt_change += pair.gt_change
 
-    def merge(self, other: "FlickerStats") -> None:
+    def merge(self, other: FlickerStats) -> None:
         self.pairs += other.pairs
         self.pixels += other.pixels
         self.flicker += other.flicker

@@ -65,7 +65,7 @@ class ErrorStats:
         self.within += np.array([np.count_nonzero(e < t) for t in THRESHOLDS], dtype=np.int64)
         self.hist += np.bincount(np.clip((e / BIN_DEG).astype(np.int64), 0, _NBINS - 1), minlength=_NBINS)
 
-    def merge(self, other: "ErrorStats") -> None:
+    def merge(self, other: ErrorStats) -> None:
         self.count += other.count
         self.total += other.total
         self.total_sq += other.total_sq
@@ -99,12 +99,3 @@ class ErrorStats:
 
 def _key(threshold: float) -> str:
     return f"within_{threshold:g}"
-
-
-def frame_errors(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-    """Errors (degrees) of one frame at its valid pixels: valid ground truth,
-    and ``mask`` where given."""
-    valid = valid_mask(gt)
-    if mask is not None:
-        valid &= mask
-    return angular_error(pred[valid], gt[valid])

@@ -70,9 +70,8 @@ def _read_exr(path: Path) -> tuple[np.ndarray, str | None]:
 
 
 def _pick_exr_channels(names: list[str]) -> list[str] | None:
-    for prefix in ("N.",):
-        if all(prefix + a in names for a in "XYZ"):
-            return [prefix + a for a in "XYZ"]
+    if all(f"N.{a}" in names for a in "XYZ"):
+        return [f"N.{a}" for a in "XYZ"]
     for name in sorted(names):
         if name.endswith(".Normal.X"):
             base = name[: -len("X")]

@@ -14,11 +14,13 @@ from ..clips import Clip
 BENCHMARKS = ("sintel", "scannet", "nyuv2", "ibims", "blender")
 
 
-def open_benchmark(name: str, root: str | Path, **options: object) -> list[Clip]:
-    """Ground-truth clips of benchmark ``name`` stored at ``root``.
+def open_benchmark(name: str, root: str | Path, *, sintel_pass: str = "final", scannet_step: int = 1,
+                   max_frames: int | None = None) -> list[Clip]:
+    """Ground-truth clips of benchmark ``name`` stored at ``root``, whose
+    layout (the DSINE package or the dataset's own) is detected.
 
-    Options: ``pass_name`` ("final" or "clean", MPI-Sintel), ``step`` and
-    ``max_frames`` (ScanNet sequences).
+    ``sintel_pass``: "final" or "clean" (MPI-Sintel layout); ``scannet_step``
+    and ``max_frames``: every n-th frame, at most this many (ScanNet sequences).
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -31,13 +33,12 @@ def open_benchmark(name: str, root: str | Path, **options: object) -> list[Clip]
         from .sintel import is_mpi_sintel, open_mpi_sintel
 
         if is_mpi_sintel(root):
-            return open_mpi_sintel(root, pass_name=str(options.get("pass_name", "final")))
+            return open_mpi_sintel(root, pass_name=sintel_pass)
     if name == "scannet":
         from .scannet import is_sens_export, open_sens_export
 
         if is_sens_export(root):
-            return open_sens_export(root, step=int(options.get("step", 1)),
-                                    max_frames=options.get("max_frames"))  # type: ignore[arg-type]
+            return open_sens_export(root, step=scannet_step, max_frames=max_frames)
     if name in ("sintel", "scannet", "nyuv2", "ibims"):
         from .dsine import open_dsine
 

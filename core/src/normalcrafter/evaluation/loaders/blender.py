@@ -26,7 +26,10 @@ def is_blender_clip(folder: Path) -> bool:
 
 
 def open_blender_clips(root: Path) -> list[Clip]:
-    folders = [root] if is_blender_clip(root) else sorted(p for p in root.iterdir() if p.is_dir() and is_blender_clip(p))
+    if is_blender_clip(root):
+        folders = [root]
+    else:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and is_blender_clip(p))
     if not folders:
         raise NormalCrafterError(errors.INPUT_INVALID, f"{root}: not a Blender ground-truth clip (no scene.json "
                                  "written by normalcrafter.evaluation.blender_gt) nor a folder of them")

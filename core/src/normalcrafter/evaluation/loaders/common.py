@@ -1,12 +1,16 @@
 """Small readers shared by the loaders."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from ... import errors
 from ...errors import NormalCrafterError
+
+T = TypeVar("T")
 
 
 def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -21,7 +25,7 @@ def read_rgb(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     return img[:, :, ::-1].copy()
 
 
-def read_with(path: Path, reader, what: str):  # type: ignore[no-untyped-def]
+def read_with(path: Path, reader: Callable[[Path], T], what: str) -> T:
     """Call ``reader(path)``, turning low-level failures into one-line errors."""
     try:
         return reader(path)

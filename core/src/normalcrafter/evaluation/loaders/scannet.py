@@ -80,11 +80,10 @@ def _scene(folder: Path, step: int, max_frames: int | None) -> Clip:
             raise NormalCrafterError(errors.INPUT_INVALID, f"{c}: missing (every depth frame needs its colour frame)")
         colors.append(c)
     k = read_with(folder / "intrinsic" / "intrinsic_depth.txt", _read_k, "intrinsics")
-
     size = read_with(depth_files[0], _read_depth, "depth").shape
 
     def read_normal(i: int) -> np.ndarray:
         return normals_from_depth(read_with(depth_files[i], _read_depth, "depth"), k, MAX_DEPTH_M)
 
-    return Clip(name=folder.name, frames=frames, read_normal=read_normal, read_rgb=lambda i: read_rgb(colors[i], size), conventions={"RUB"},
-                source=str(folder))
+    return Clip(name=folder.name, frames=frames, read_normal=read_normal,
+                read_rgb=lambda i: read_rgb(colors[i], size), conventions={"RUB"}, source=str(folder))

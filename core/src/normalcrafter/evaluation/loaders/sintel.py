@@ -15,6 +15,7 @@ this loader's value is the ground-truth optical flow for the flicker metric.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -35,7 +36,7 @@ def _training(root: Path) -> Path:
     return root / "training" if (root / "training").is_dir() else root
 
 
-def _check_tag(f, path: Path) -> None:  # type: ignore[no-untyped-def]
+def _check_tag(f: BinaryIO) -> None:
     tag = np.fromfile(f, dtype=np.float32, count=1)
     if tag.size != 1 or tag[0] != TAG:
         raise ValueError("wrong magic number (not a Sintel file)")
@@ -43,7 +44,7 @@ def _check_tag(f, path: Path) -> None:  # type: ignore[no-untyped-def]
 
 def read_dpt(path: Path) -> np.ndarray:
     with open(path, "rb") as f:
-        _check_tag(f, path)
+        _check_tag(f)
         w, h = (int(v) for v in np.fromfile(f, dtype=np.int32, count=2))
         data = np.fromfile(f, dtype=np.float32, count=w * h)
     if data.size != w * h:
@@ -54,7 +55,7 @@ def read_dpt(path: Path) -> np.ndarray:
 def read_cam(path: Path) -> np.ndarray:
     """The 3x3 intrinsic matrix of a .cam file (the 3x4 extrinsics follow it)."""
     with open(path, "rb") as f:
-        _check_tag(f, path)
+        _check_tag(f)
         k = np.fromfile(f, dtype=np.float64, count=9)
     if k.size != 9:
         raise ValueError("file is truncated")
@@ -63,7 +64,7 @@ def read_cam(path: Path) -> np.ndarray:
 
 def read_flo(path: Path) -> np.ndarray:
     with open(path, "rb") as f:
-        _check_tag(f, path)
+        _check_tag(f)
         w, h = (int(v) for v in np.fromfile(f, dtype=np.int32, count=2))
         data = np.fromfile(f, dtype=np.float32, count=w * h * 2)
     if data.size != w * h * 2:
