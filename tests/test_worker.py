@@ -419,3 +419,32 @@ def test_start_failures_are_one_line_worker_unavailable_errors(tmp_path):
         assert fragment in info.value.message and "\n" not in info.value.message
         assert time.monotonic() - started < timeout + 10
         assert not client.alive
+
+
+@pytest.mark.gpu
+def test_out_of_gpu_memory_is_an_error_with_a_suggestion_and_the_worker_goes_on(sandbox, sequence, tiny_model,
+                                                                               tmp_path):
+    import cv2
+
+    big = tmp_path / "big"
+    big.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(14):
+        cv2.imwrite(str(big / f"plate.{i:04d}.png"), rng.integers(0, 256, (2048, 2048, 3), dtype=np.uint8))
+    # A memory cap stands in for a small card: 0.4 GB of an 80 GB H100.
+    client = new_worker(sandbox, "--gpu-memory-fraction", "0.005")
+    try:
+        cuda = client.hello["devices"][0]
+        assert cuda["id"] == "cuda:0" and 0 < cuda["free_bytes"] <= cuda["total_bytes"]
+        with pytest.raises(WorkerError) as info:
+            client.wait(client.submit({"input": str(big), "output_dir": str(tmp_path / "big-out"),
+                                       "model": str(tiny_model), "device": "cuda", "max_res": 0,
+                                       "window": 14, "stride": 10, "decode_chunk": 14}), timeout=300)
+        assert info.value.code == "out_of_memory", info.value.message
+        assert "lower the max resolution (now no limit; try 512)" in info.value.message
+        assert "decode chunk (now 14; try 7)" in info.value.message
+        done = client.wait(client.submit(job_for(sequence, tmp_path / "small", tiny_model, device="cuda")),
+                           timeout=300)
+        assert done["result"]["frames"] == N_FRAMES
+    finally:
+        client.stop()
