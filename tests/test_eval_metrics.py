@@ -9,6 +9,7 @@ import OpenEXR
 import pytest
 
 from normalcrafter import convention as conv
+from normalcrafter.cli import main
 from normalcrafter.errors import NormalCrafterError
 from normalcrafter.evaluation import Clip, ErrorStats, angular_error, evaluate, open_normal_clips, read_normal_file
 from normalcrafter.evaluation.clips import pair_frames
@@ -227,3 +228,19 @@ def test_prediction_is_resized_to_the_ground_truth() -> None:
     report = evaluate([clip_of([pred])], [clip_of([gt])], flow="none")
     assert report["overall"]["pixels"] == 32 * 48 and report["overall"]["mean"] < 1e-4
     assert report["clips"][0]["prediction_resized"] and "resized" in report["warnings"][0]
+
+
+def test_eval_command_errors(tmp_path: Path, capsys) -> None:
+    assert main(["eval", str(tmp_path / "nothing"), str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("normalcrafter eval: error:") and "\n" not in err
+    (tmp_path / "p").mkdir()
+    np.save(tmp_path / "p" / "x.npy", np.zeros((1, 8, 8, 3), np.float32))
+    assert main(["eval", str(tmp_path / "p" / "x.npy"), str(tmp_path / "p" / "x.npy"), "--pred-convention", "XYZ",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "unknown axis convention" in capsys.readouterr().err
+    (tmp_path / "dsine" / "scene0001_00").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "dsine" / "scene0001_00" / "000000_img.png"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "dsine" / "scene0001_00" / "000000_normal.png"), np.zeros((8, 8, 3), np.uint8))
+    assert main(["eval", str(tmp_path / "p" / "x.npy"), str(tmp_path / "dsine"), "--out", str(tmp_path / "o")]) == 2
+    assert "pass --benchmark" in capsys.readouterr().err

@@ -48,7 +48,19 @@ def _ground_truth(args: argparse.Namespace) -> tuple[list[Clip], list[str]]:
         name = args.benchmark or "blender"
         return open_benchmark(name, args.gt, sintel_pass=args.sintel_pass, scannet_step=args.scannet_step,
                               max_frames=args.max_frames), []
+    if _looks_like_benchmark(args.gt):
+        raise NormalCrafterError(errors.BAD_REQUEST, f"{args.gt} looks like a benchmark download (DSINE package, "
+                                 "MPI-Sintel or ScanNet export): pass --benchmark sintel|scannet|nyuv2|ibims")
     return open_normal_clips(args.gt, args.gt_convention)
+
+
+def _looks_like_benchmark(path: Path) -> bool:
+    """Image files next to the normals would be read as normals: refuse them."""
+    if not path.is_dir():
+        return False
+    if (path / "training").is_dir() or any(path.glob("*_img.*")) or any(path.glob("*/*_img.*")):
+        return True
+    return any((q / "depth").is_dir() and (q / "color").is_dir() for q in path.iterdir() if q.is_dir())
 
 
 def _holds_blender_clips(path: Path) -> bool:
