@@ -155,9 +155,9 @@ def scenario_flow(args: dict) -> dict:
     bpy.ops.wm.save_as_mainfile(filepath=os.path.join(tmp, "flow.blend"))
     scene.normalcrafter.max_res = 64
     a, b = args["clips"]["a"], args["clips"]["b"]
-    add_movie(scene, "plate", a, 2, 10, anim=(3, 0), offsets=(2, 5))
-    add_movie(scene, "second", a, 5, 40, offsets=(1, 9))
-    add_movie(scene, "third", b, 2, 60, offsets=(0, 10))
+    add_movie(scene, "plate", a, 2, 10, anim=(3, 0), offsets=(2, 7))
+    add_movie(scene, "second", a, 5, 40, offsets=(1, 11))
+    add_movie(scene, "third", b, 2, 60, offsets=(0, 12))
     session = addon("session").SESSION
     operators = addon("operators")
 
@@ -200,7 +200,7 @@ def scenario_flow(args: dict) -> dict:
     for s in movies:
         s.mute = True
     renders = {}
-    for t in (13, 16):
+    for t in (13, 15):
         path = os.path.join(tmp, f"render_{t}.exr")
         scene.frame_set(t)
         scene.render.filepath = path
@@ -224,7 +224,7 @@ def scenario_flow(args: dict) -> dict:
 
     # A movie clip: an image sequence datablock.
     clip = bpy.data.movieclips.load(a)
-    clip.frame_start, clip.frame_offset = 100, 10
+    clip.frame_start, clip.frame_offset = 100, 12
     facts["clip"] = estimate(clip=clip.name)
     image = next((im for im in bpy.data.images if im.get("normalcrafter_clip") == clip.name), None)
     facts["clip_image"] = image and {
@@ -286,8 +286,8 @@ def scenario_make_blend(args: dict) -> dict:
     install(args)
     bpy.ops.wm.save_userpref()
     scene = bpy.context.scene
-    add_movie(scene, "plate", args["clips"]["a"], 2, 10, anim=(3, 0), offsets=(2, 5))
-    add_movie(scene, "other", args["clips"]["b"], 4, 30, offsets=(0, 10))
+    add_movie(scene, "plate", args["clips"]["a"], 2, 10, anim=(3, 0), offsets=(2, 7))
+    add_movie(scene, "other", args["clips"]["b"], 4, 30, offsets=(0, 12))
     bpy.ops.wm.save_as_mainfile(filepath=args["blend"])
     return {"strips": [strip_facts(s) for s in all_strips(scene)]}
 

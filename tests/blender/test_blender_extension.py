@@ -63,18 +63,18 @@ def test_non_blocking_path_never_waits(flow):
     assert modal["max_pump_s"] < 0.1
     assert {"waiting", "queued", "running", "done"} <= set(modal["states"])
     assert modal["final"] == "done", modal["error"]
-    assert modal["progress"][-1] == 6 and len(modal["progress"]) >= 2
+    assert modal["progress"][-1] == 4 and len(modal["progress"]) >= 2
 
 
 def test_frames_sent_are_the_ones_the_strip_shows(flow):
-    # "plate": content at 10 after 3 trimmed frames, handles trimming 2 and 5:
-    # timeline 12..17 shows source frames 5..10.
+    # "plate": content at 10 after 3 trimmed frames, handles trimming 2 and 7:
+    # timeline 12..15 shows source frames 5..8.
     job = flow["modal"]["plans"][0]
-    assert job["frames"] == [5, 11]
+    assert job["frames"] == [5, 9]
     assert job["format"] == "exr" and job["convention"] == "opengl" and job["max_res"] == 64
     out = Path(job["output_dir"])
     assert out == flow["tmp"] / "normals" / "plate"
-    assert sorted(p.name for p in out.glob("normal.*.exr")) == [f"normal.{n:05d}.exr" for n in range(5, 11)]
+    assert sorted(p.name for p in out.glob("normal.*.exr")) == [f"normal.{n:05d}.exr" for n in range(5, 9)]
     channels = exr(out / "normal.00005.exr")
     assert {"N.X", "N.Y", "N.Z", "R", "G", "B"} <= set(channels)
     assert channels["N.X"].shape == (48, 64)
@@ -86,7 +86,7 @@ def test_image_strip_above_the_plate_frame_for_frame(flow):
     assert normals["type"] == "IMAGE" and normals["tag"] == "plate"
     assert normals["channel"] == plate["channel"] + 1
     assert (normals["final_start"], normals["final_end"]) == (plate["final_start"], plate["final_end"])
-    assert normals["files"] == [f"normal.{n:05d}.exr" for n in range(5, 11)]
+    assert normals["files"] == [f"normal.{n:05d}.exr" for n in range(5, 9)]
     assert normals["colorspace"] == "Non-Color"
     # //normals/plate/ next to the saved .blend
     assert Path(normals["directory"]) == flow["tmp"] / "normals" / "plate"
@@ -95,8 +95,8 @@ def test_image_strip_above_the_plate_frame_for_frame(flow):
 def test_sequencer_render_shows_the_matching_normal_frame(flow):
     """Timeline frame t renders exactly the EXR of the source frame the plate shows at t."""
     out = flow["tmp"] / "normals" / "plate"
-    frames = {n: np.stack([exr(out / f"normal.{n:05d}.exr")[c] for c in "RGB"], -1) for n in range(5, 11)}
-    for t, source in ((13, 6), (16, 9)):
+    frames = {n: np.stack([exr(out / f"normal.{n:05d}.exr")[c] for c in "RGB"], -1) for n in range(5, 9)}
+    for t, source in ((13, 6), (15, 8)):
         rendered = exr(flow["renders"][str(t)])
         image = np.stack([rendered[c] for c in "RGB"], -1)
         errors = {n: float(np.abs(image - f).max()) for n, f in frames.items()}
@@ -114,11 +114,11 @@ def test_batch_of_two_strips_in_one_click_on_one_warm_worker(flow):
     assert batch["result"] == ["FINISHED"], batch["error"]
     assert batch["same_worker"]
     assert [r["model_loads"] for r in batch["results"]] == [1, 1]  # the model stayed loaded
-    assert [r["frame_numbers"] for r in batch["results"]] == [[1, 6], [0, 5]]
+    assert [r["frame_numbers"] for r in batch["results"]] == [[1, 4], [0, 3]]
     after = flow["after_batch"]
     second, third = strip(after, "second normals"), strip(after, "third normals")
-    assert (second["channel"], second["final_start"], second["final_end"]) == (6, 41, 47)
-    assert (third["channel"], third["final_start"], third["final_end"]) == (3, 60, 66)
+    assert (second["channel"], second["final_start"], second["final_end"]) == (6, 41, 45)
+    assert (third["channel"], third["final_start"], third["final_end"]) == (3, 60, 64)
     assert len(batch["status"]) == 2 and all("image strip" in line for line in batch["status"])
 
 
@@ -126,11 +126,11 @@ def test_clip_becomes_a_non_color_image_sequence(flow):
     assert flow["clip"]["result"] == ["FINISHED"], flow["clip"]["error"]
     image = flow["clip_image"]
     assert image["source"] == "SEQUENCE" and image["colorspace"] == "Non-Color" and image["fake_user"]
-    # The clip starts at scene frame 100 showing video frame 10.
-    assert Path(image["filepath"]).name == "normal.00010.exr"
-    assert (image["frame_start"], image["frame_offset"], image["frame_duration"]) == (100, 9, 6)
+    # The clip starts at scene frame 100 showing video frame 12.
+    assert Path(image["filepath"]).name == "normal.00012.exr"
+    assert (image["frame_start"], image["frame_offset"], image["frame_duration"]) == (100, 11, 4)
     assert sorted(p.name for p in Path(image["filepath"]).parent.glob("*.exr")) == [
-        f"normal.{n:05d}.exr" for n in range(10, 16)]
+        f"normal.{n:05d}.exr" for n in range(12, 16)]
 
 
 @pytest.mark.parametrize("case, text", [
