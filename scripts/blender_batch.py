@@ -3,9 +3,9 @@
     blender -b shot.blend -P scripts/blender_batch.py -- [options]
     python scripts/blender_batch.py shot.blend -- [options]      (PyPI bpy module)
 
-Needs the NormalCrafter extension installed and enabled in that Blender (its
-preferences give the worker interpreter and the defaults; options below
-override them for this run). Every movie strip of the scene is processed, or
+Needs the NormalCrafter extension installed in that Blender (it is enabled
+if it is not); its preferences give the worker interpreter and the defaults,
+options below override them for this run. Every movie strip of the scene is processed, or
 only those named with --strips; each gets its EXR sequence and an image strip
 above it, as the "Estimate Normals" button does.
 
@@ -15,6 +15,7 @@ problem (bad option, unknown strip, no movie strips, extension missing).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -51,12 +52,20 @@ def parse_options(options: list[str]) -> argparse.Namespace:
 
 
 def find_extension(bpy) -> str:
-    """The module name of the enabled NormalCrafter extension."""
+    """The module name of the NormalCrafter extension, enabling it if it is
+    installed but not enabled (the bpy module starts with factory settings)."""
     for addon in bpy.context.preferences.addons:
         if addon.module.startswith("bl_ext.") and addon.module.rsplit(".", 1)[-1] == "normalcrafter":
             return addon.module
-    raise UsageError("the NormalCrafter extension is not enabled in this Blender; install the zip "
-                     "(Edit > Preferences > Get Extensions > Install from Disk) and enable it")
+    for repo in bpy.context.preferences.extensions.repos:
+        if repo.enabled and os.path.isfile(os.path.join(repo.directory, "normalcrafter", "blender_manifest.toml")):
+            import addon_utils
+
+            module = f"bl_ext.{repo.module}.normalcrafter"
+            addon_utils.enable(module, default_set=True)
+            return module
+    raise UsageError("the NormalCrafter extension is not installed in this Blender; install the zip "
+                     "(Edit > Preferences > Get Extensions > Install from Disk)")
 
 
 SCENE_OPTIONS = ("model", "precision", "max_res", "window", "stride", "decode_chunk", "output_dir")
@@ -79,10 +88,13 @@ def run(argv: list[str]) -> int:
     if not bpy.app.binary_path:
         # The bpy module starts empty with factory settings; load what
         # `blender -b FILE` would have: the user preferences, then the file.
+        # (bpy 4.2 as a module crashes in read_userpref: there the add-on's
+        # preferences keep their defaults, so pass --python.)
         blends = [a for a in before[1:] if a.endswith(".blend")]
         if len(blends) != 1:
             raise UsageError("give one .blend file before --, e.g. python blender_batch.py shot.blend -- ...")
-        bpy.ops.wm.read_userpref()
+        if bpy.app.version >= (5, 0, 0):
+            bpy.ops.wm.read_userpref()
         bpy.ops.wm.open_mainfile(filepath=blends[0])
     module = find_extension(bpy)
     scene = bpy.data.scenes.get(args.scene) if args.scene else bpy.context.scene

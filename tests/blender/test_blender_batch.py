@@ -32,7 +32,8 @@ def batch(blend: dict, *options: str) -> subprocess.CompletedProcess:
 
 
 def test_renders_every_movie_strip_and_saves(blend):
-    proc = batch(blend, "--model", blend["model"], "--max-res", "64", "--output-dir", "//passes/", "--save")
+    proc = batch(blend, "--python", sys.executable, "--model", blend["model"], "--max-res", "64",
+                 "--output-dir", "//passes/", "--save")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     passes = blend["tmp"] / "passes"
     assert sorted(p.name for p in (passes / "plate").glob("*.exr")) == [f"normal.{n:05d}.exr" for n in range(5, 9)]
