@@ -111,6 +111,9 @@ def sample_scenes(num_clips: int, num_frames: int, generator: torch.Generator | 
     target0 = focus + torch.randn(B, 3, generator=g) * 0.5
     target_v = torch.randn(B, 3, generator=g) * 0.04
     target = target0[:, None] + target_v[:, None] * t
+    # No object may hold or graze the camera's path (a clip of one flat colour teaches nothing).
+    reach = size.norm(dim=-1) + 0.3
+    active = active & ((eye[:, :, None] - obj_centre).norm(dim=-1).amin(1) > reach)
     fov = _rand(g, B, lo=math.radians(35), hi=math.radians(75))
     roll = torch.randn(B, generator=g) * math.radians(4)
 
