@@ -277,7 +277,8 @@ def _render_views(sc: dict[str, torch.Tensor], height: int, width: int) -> tuple
     # Room: the ray leaves the box through the nearest far slab.
     room = sc["room"]
     centre = torch.stack([torch.zeros_like(room[:, 0]), room[:, 1], torch.zeros_like(room[:, 0])], -1)[:, None]
-    t_far = (torch.where(d > 0, 1.0, -1.0) * room[:, None] + centre - eye) / _safe(d)
+    ds = _safe(d)
+    t_far = (torch.where(ds > 0, 1.0, -1.0) * room[:, None] + centre - eye) / ds
     t_room, wall_axis = t_far.min(-1)
     wall_sign = torch.sign(d.gather(-1, wall_axis[..., None]))[..., 0]
     wall_normal = torch.zeros_like(d).scatter(-1, wall_axis[..., None], -wall_sign[..., None])
