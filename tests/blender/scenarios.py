@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 import traceback
+import types
 
 import bpy
 
@@ -124,6 +125,122 @@ def setup_render(scene, png: bool) -> None:
         settings.file_format, settings.color_depth, settings.color_mode = "OPEN_EXR", "32", "RGB"
 
 
+class PanelRecorder:
+    """Stands in for a UILayout where bpy has no UI (background): records
+    what a panel's draw code asks for, as text lines, and checks every call
+    against the real UILayout API of this Blender (argument names, icon
+    names, operator ids, property names), so a draw call the real UI would
+    reject fails here."""
+
+    API = bpy.types.UILayout.bl_rna.functions
+    ICONS = set(API["label"].parameters["icon"].enum_items.keys())
+
+    def __init__(self, lines: list[str] | None = None, depth: int = 0) -> None:
+        self.lines = [] if lines is None else lines
+        self.depth = depth
+
+    def __setattr__(self, name, value) -> None:
+        if name not in ("lines", "depth") and name not in bpy.types.UILayout.bl_rna.properties:
+            raise AttributeError(f"UILayout has no attribute {name!r}")
+        object.__setattr__(self, name, value)
+
+    def _check(self, function: str, kwargs: dict) -> None:
+        params = self.API[function].parameters
+        unknown = set(kwargs) - set(params.keys())
+        if unknown:
+            raise TypeError(f"UILayout.{function}() got unknown arguments {unknown}")
+        if kwargs.get("icon", "NONE") not in self.ICONS:
+            raise TypeError(f"unknown icon {kwargs['icon']!r}")
+
+    def _add(self, text: str) -> None:
+        self.lines.append("  " * self.depth + text)
+
+    def _nest(self, function: str, kwargs: dict, tag: str | None):
+        self._check(function, kwargs)
+        if tag:
+            self._add(tag)
+        return PanelRecorder(self.lines, self.depth + (1 if tag else 0))
+
+    def box(self, **kw):
+        return self._nest("box", kw, "[box]")
+
+    def column(self, **kw):
+        return self._nest("column", kw, None)
+
+    def row(self, **kw):
+        return self._nest("row", kw, None)
+
+    def separator(self, **kw) -> None:
+        self._check("separator", kw)
+
+    def label(self, **kw) -> None:
+        self._check("label", kw)
+        icon = kw.get("icon", "NONE")
+        self._add(("" if icon in ("NONE", "BLANK1") else f"({icon}) ") + kw.get("text", ""))
+
+    def operator(self, idname: str, **kw):
+        self._check("operator", kw)
+        category, name = idname.split(".")
+        rna = getattr(getattr(bpy.ops, category), name).get_rna_type()  # raises if no such operator
+        self._add(f"[button {idname}] {kw.get('text', rna.name)}")
+        return type("OperatorProperties", (), {})()
+
+    def prop(self, data, name: str, **kw) -> None:
+        self._check("prop", kw)
+        if name not in data.bl_rna.properties:
+            raise AttributeError(f"{data.bl_rna.identifier} has no property {name!r}")
+        self._add(f"[field] {data.bl_rna.properties[name].name}: {getattr(data, name)!r}")
+
+    def progress(self, **kw) -> None:
+        self._check("progress", kw)
+        self._add(f"[progress {kw.get('factor', 0):.2f}] {kw.get('text', '')}")
+
+
+def draw_panels(space: str, clip=None) -> list[str]:
+    """Every NormalCrafter panel of ``space`` as the sidebar would draw it."""
+    context = types.SimpleNamespace(
+        scene=bpy.context.scene, preferences=bpy.context.preferences, active_object=None,
+        space_data=types.SimpleNamespace(type=space, clip=clip),
+    )
+    lines = []
+    prefix = f"NORMALCRAFTER_PT_{space.lower()}_"
+    for name in ("main", "settings", "advanced"):
+        panel = getattr(bpy.types, prefix + name)
+        lines.append(f"== {panel.bl_label}")
+        recorder = PanelRecorder()
+        panel.draw(types.SimpleNamespace(layout=recorder), context)
+        lines += recorder.lines
+    return lines
+
+
+class _WithLayout:
+    """The preferences object with a recorder in place of its (read-only) layout."""
+
+    def __init__(self, real, layout) -> None:
+        object.__setattr__(self, "_real", real)
+        object.__setattr__(self, "layout", layout)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def draw_preferences() -> list[str]:
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    recorder = PanelRecorder()
+    type(prefs).draw(_WithLayout(prefs, recorder), bpy.context)
+    return recorder.lines
+
+
+def image_facts() -> list[dict]:
+    """The images the extension made (for a strip before 4.4, for a clip)."""
+    return [{
+        "name": im.name, "plate": im.get("normalcrafter_plate"), "clip": im.get("normalcrafter_clip"),
+        "source": im.source, "colorspace": im.colorspace_settings.name,
+        "filepath": bpy.path.abspath(im.filepath), "fake_user": im.use_fake_user,
+        "frame_start": im["frame_start"], "frame_offset": im["frame_offset"], "frame_duration": im["frame_duration"],
+    } for im in bpy.data.images if "frame_start" in im]
+
+
 # -- scenarios -------------------------------------------------------------
 def scenario_timing(args: dict) -> dict:
     """Which source frame Blender itself shows at each timeline frame, for
@@ -171,6 +288,7 @@ def scenario_flow(args: dict) -> dict:
     # The non-blocking path, exactly as the modal operator drives it from its
     # timer: submit returns at once, the worker starts on a thread, pump()
     # never waits.
+    facts["panel_idle"] = draw_panels("SEQUENCE_EDITOR")
     plans, problems = operators.gather_plans(bpy.context, "", "")
     config = operators.worker_config(bpy.context)
     t = time.monotonic()
@@ -182,6 +300,8 @@ def scenario_flow(args: dict) -> dict:
         for r in session.pump():
             operators.finish_record(r)
         pump_s.append(time.monotonic() - t)
+        if records[0].done and "panel_running" not in facts:
+            facts["panel_running"] = draw_panels("SEQUENCE_EDITOR")
         states.append(records[0].state)
         progress.append(records[0].done)
         time.sleep(0.02)
@@ -213,6 +333,7 @@ def scenario_flow(args: dict) -> dict:
     # The blocking operator on the same strip: the worker resumes (nothing to
     # do) and the import replaces the earlier image strip.
     facts["rerun"] = estimate()
+    facts["panel_done"] = draw_panels("SEQUENCE_EDITOR")
     facts["after_rerun"] = [strip_facts(s) for s in all_strips(scene)]
 
     # Batch: two selected strips, one click, one warm worker.
@@ -226,13 +347,10 @@ def scenario_flow(args: dict) -> dict:
     clip = bpy.data.movieclips.load(a)
     clip.frame_start, clip.frame_offset = 100, 12
     facts["clip"] = estimate(clip=clip.name)
-    image = next((im for im in bpy.data.images if im.get("normalcrafter_clip") == clip.name), None)
-    facts["clip_image"] = image and {
-        "name": image.name, "source": image.source, "colorspace": image.colorspace_settings.name,
-        "filepath": bpy.path.abspath(image.filepath), "fake_user": image.use_fake_user,
-        "frame_start": image["frame_start"], "frame_offset": image["frame_offset"],
-        "frame_duration": image["frame_duration"],
-    }
+    facts["images"] = image_facts()
+    facts["panel_clip"] = draw_panels("CLIP_EDITOR", clip)
+    facts["check"] = sorted(bpy.ops.normalcrafter.check_worker())
+    facts["preferences"] = draw_preferences()
 
     # Worker-side failures: a missing model, an unreadable movie. Each is one
     # line in Blender; the next job still runs.
@@ -294,7 +412,8 @@ def scenario_make_blend(args: dict) -> dict:
 
 def scenario_inspect(args: dict) -> dict:
     bpy.ops.wm.open_mainfile(filepath=args["blend"])
-    return {"strips": [strip_facts(s) for s in all_strips(bpy.context.scene)]}
+    return {"strips": [strip_facts(s) for s in all_strips(bpy.context.scene)], "images": image_facts(),
+            "version": bpy.app.version_string}
 
 
 def main() -> int:
