@@ -173,3 +173,24 @@ def test_download_requests_are_checked():
     assert own == PUBLISHED_UNET_REPO and own_files == ["unet/*.json", "unet/*.safetensors", "vae/*.json",
                                                         "vae/*.safetensors"]
     assert not any(p.startswith(("unet", "vae")) for p in svd_files) and "image_encoder/*.safetensors" in svd_files
+
+
+def test_download_progress_bar_reports_bytes_and_stops_on_cancel():
+    """The tqdm class handed to snapshot_download, used the way the hub uses it."""
+    from normalcrafter.errors import Cancelled
+    from normalcrafter.worker.download import _progress_bar_class
+
+    events, cancel = [], []
+    bar_class = _progress_bar_class("owner/repo", events.append, lambda: bool(cancel))
+    files = bar_class(total=3, desc="Fetching 3 files")  # not bytes: no events of its own
+    received = bar_class(name="huggingface_hub.transfer", unit="B", total=0, initial=0)
+    bar_class(name="huggingface_hub.written", unit="B", total=0)  # the second byte bar is ignored
+    received.total = 1000  # the hub grows the total as file sizes become known
+    received.update(400)
+    files.update(1)
+    assert events == [{"type": "progress", "unit": "bytes", "repo": "owner/repo", "done": 400, "total": 1000,
+                       "bytes_per_s": events[0]["bytes_per_s"], "eta_s": events[0]["eta_s"]}]
+    assert events[0]["bytes_per_s"] > 0 and abs(events[0]["eta_s"] - 600 / events[0]["bytes_per_s"]) <= 0.06
+    cancel.append(True)
+    with pytest.raises(Cancelled):
+        received.update(100)
