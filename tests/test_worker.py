@@ -273,6 +273,7 @@ def test_malformed_and_unknown_requests_get_error_events(sandbox, tiny_model, tm
         b'{"type": "frobnicate", "id": "r1"}',
         b'{"id": "r2"}',
         b'{"type": "estimate", "job": "j0", "input": 5}',
+        b'{"type": "estimate", "job": "j2", "input": "x.mp4", "output_dir": "o", "frames": ["a", 1]}',
         b"{" + b" " * (1 << 20) + b"}",
         b"",
         job.encode(),
@@ -288,11 +289,12 @@ def test_malformed_and_unknown_requests_get_error_events(sandbox, tiny_model, tm
                                                            "reason": "shutdown requested (after the queued jobs)"}
     errors = [e for e in events if e["type"] == "error"]
     errors = [e for e in errors if e["job"] != "j1"]
-    assert [e["code"] for e in errors] == ["bad_request"] * 8, errors
+    assert [e["code"] for e in errors] == ["bad_request"] * 9, errors
     assert [e["request"] for e in errors[:5]] == [None, None, None, "r1", "r2"]
     assert errors[5]["job"] == "j0" and "input" in errors[5]["message"]
-    assert "longer than the limit" in errors[6]["message"]
-    assert errors[7]["job"] is None and "already used" in errors[7]["message"]
+    assert errors[6]["job"] == "j2" and "frames" in errors[6]["message"]
+    assert "longer than the limit" in errors[7]["message"]
+    assert errors[8]["job"] is None and "already used" in errors[8]["message"]
     status = [e for e in events if e["type"] == "status"][0]
     assert status["request"] == "s1" and status["running"] in ("j1", None)
     j1 = [e for e in events if e["job"] == "j1"]

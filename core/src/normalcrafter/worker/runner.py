@@ -90,6 +90,11 @@ def parse_estimate(body: dict) -> EstimateRequest:
             raise _bad(f'an estimate request needs "{key}", a non-empty path string')
         paths[key] = value
     _check_types(body)
+    frames = body.get("frames")
+    if frames is not None and not (
+        len(frames) == 2 and type(frames[0]) is int and (frames[1] is None or type(frames[1]) is int)
+    ):
+        raise _bad(f'"frames" must be [start, end] with whole numbers (end may be null), not {frames!r}')
     settings = EstimateSettings.from_dict(body)
     _check_device(settings.device)
     return EstimateRequest(paths["input"], paths["output_dir"], settings)

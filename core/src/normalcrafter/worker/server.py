@@ -111,6 +111,10 @@ class Worker:
             log.info("bad request: %s", exc.message)
             self.emit({"type": "error", "job": exc.job, "code": errors.BAD_REQUEST, "message": exc.message,
                        "request": exc.request_id})
+        except Exception as exc:  # a bug must not kill the reader thread: the worker would go deaf
+            log.exception("request failed: %r", line[:200])
+            self.emit({"type": "error", "code": errors.INTERNAL,
+                       "message": f"internal error handling a request: {type(exc).__name__}: {exc}"})
 
     def _on_hello(self, req: Request) -> None:
         self.emit(self.hello(req.id))
