@@ -56,10 +56,10 @@ def _check_types(body: dict) -> None:
         ok = any(isinstance(value, t) and (t is bool or not isinstance(value, bool)) for t in allowed)
         if not ok:
             names = " or ".join("null" if t is type(None) else "list" if t is list else t.__name__ for t in allowed)
-            raise _bad(f'"{name}" must be {names}, not {json_type(value)}')
+            raise _bad(f'"{name}" must be {names}, not {_json_name(value)}')
 
 
-def json_type(value) -> str:
+def _json_name(value) -> str:
     return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
             dict: "an object", type(None): "null"}.get(type(value), type(value).__name__)
 
