@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import bpy
 
+# Checked by rendering: the 4.2.0 sequencer reads no pass of a multilayer EXR
+# (it draws garbage or crashes on an uninitialised size); 4.4.0 and 5.0.1 draw
+# its RGB/Combined pass.
+SEQUENCER_SHOWS_MULTILAYER_EXR = bpy.app.version >= (4, 4, 0)
+
 
 def top_strips(scene: bpy.types.Scene):
     """The scene's top-level strip collection (the one ``new_image`` lives on), or None."""

@@ -1,5 +1,6 @@
 """Bring a finished normal pass into the .blend: an image strip above its
-movie strip, or an image-sequence datablock beside its movie clip.
+movie strip, or an image-sequence datablock beside its movie clip (also for a
+strip where the sequencer cannot show multilayer EXRs, before 4.4).
 
 Re-running a job replaces what an earlier run imported for the same strip or
 clip instead of stacking copies.
@@ -15,7 +16,7 @@ from .exr_info import read_exr_info, sequencer_can_show
 from .planning import Plan
 from .timing import FrameSpan, PlanError
 
-TAG_PLATE = "normalcrafter_plate"  # on an image strip: the name of its movie strip
+TAG_PLATE = "normalcrafter_plate"  # on an image strip (or image): the name of its movie strip
 TAG_CLIP = "normalcrafter_clip"  # on an image: the name of its movie clip
 MAX_CHANNEL = 128
 
@@ -68,9 +69,9 @@ def _match_plate(strip, plate, width: int, height: int) -> None:
     strip.use_flip_x, strip.use_flip_y = plate.use_flip_x, plate.use_flip_y
 
 
-def import_strip(plan: Plan, output_dir: str) -> str:
+def import_strip(plan: Plan, output_dir: str) -> tuple[str, list[str]]:
     """Add the pass as an image strip in the first free channel above its
-    movie strip, frame for frame; return a one-line report."""
+    movie strip, frame for frame; return a one-line report and warnings."""
     scene = bpy.data.scenes.get(plan.scene)
     plate = None
     if scene is not None:
@@ -78,6 +79,11 @@ def import_strip(plan: Plan, output_dir: str) -> str:
     if plate is None:
         raise PlanError(f"strip '{plan.target}' is gone; the frames are in {output_dir}")
     files = check_files(output_dir, plan.span)
+    if not compat.SEQUENCER_SHOWS_MULTILAYER_EXR:
+        image = _load_sequence(TAG_PLATE, plate.name, plan.span, files)
+        return (f"'{plate.name}': {len(files)} normal frames in {output_dir}, image '{image.name}'"), [
+            f"Blender {bpy.app.version_string}'s sequencer cannot show multilayer EXR files (4.4 and later can), "
+            f"so '{plate.name}' got an image for the compositor instead of an image strip"]
     info = read_exr_info(files[0])
     if not sequencer_can_show(info.channels):
         # Blender's sequencer crashes on an EXR without an RGB pass; never add one.
@@ -96,38 +102,41 @@ def import_strip(plan: Plan, output_dir: str) -> str:
     strip[TAG_PLATE] = plate.name
     _match_plate(strip, plate, info.width, info.height)
     return (f"'{plate.name}': {len(files)} normal frames in {output_dir}, "
-            f"image strip '{strip.name}' in channel {channel}, frames {start}-{stop - 1}")
+            f"image strip '{strip.name}' in channel {channel}, frames {start}-{stop - 1}"), []
 
 
-def import_clip(plan: Plan, output_dir: str) -> str:
-    """Load the pass as an image sequence (kept with a fake user, so saving
-    the .blend keeps it before anything uses it); return a one-line report.
-
-    Custom properties on the image give the Image User settings that line it
-    up with the clip: ``frame_start``, ``frame_offset``, ``frame_duration``.
-    """
-    files = check_files(output_dir, plan.span)
-    first = files[0]
-    image = next((im for im in bpy.data.images if im.get(TAG_CLIP) == plan.target), None)
+def _load_sequence(tag: str, target: str, span: FrameSpan, files: list[str]) -> bpy.types.Image:
+    """The pass as a Non-Color image sequence, kept with a fake user (so
+    saving the .blend keeps it before anything uses it). Custom properties
+    give the Image User settings that line it up with the timeline:
+    ``frame_start``, ``frame_offset``, ``frame_duration``."""
+    image = next((im for im in bpy.data.images if im.get(tag) == target), None)
     if image is None:
-        image = bpy.data.images.load(first, check_existing=False)
-        image.name = f"{plan.target} normals"
-    image.filepath = _stored_path(first)
+        image = bpy.data.images.load(files[0], check_existing=False)
+        image.name = f"{target} normals"
+    image.filepath = _stored_path(files[0])
     image.source = "SEQUENCE"
     image.colorspace_settings.name = "Non-Color"
     image.use_fake_user = True
-    image[TAG_CLIP] = plan.target
+    image[tag] = target
     # An Image User shows file number (scene frame - frame_start + 1) + frame_offset.
-    image["frame_start"] = plan.span.timeline_first
-    image["frame_offset"] = plan.span.first - 1
-    image["frame_duration"] = plan.span.count
+    image["frame_start"] = span.timeline_first
+    image["frame_offset"] = span.first - 1
+    image["frame_duration"] = span.count
     image.reload()
+    return image
+
+
+def import_clip(plan: Plan, output_dir: str) -> tuple[str, list[str]]:
+    """Load the pass as an image sequence; return a one-line report (and no warnings)."""
+    files = check_files(output_dir, plan.span)
+    image = _load_sequence(TAG_CLIP, plan.target, plan.span, files)
     start, stop = plan.span.timeline_first, plan.span.timeline_first + plan.span.count - 1
     return (f"clip '{plan.target}': {len(files)} normal frames in {output_dir}, "
-            f"image '{image.name}' (scene frames {start}-{stop})")
+            f"image '{image.name}' (scene frames {start}-{stop})"), []
 
 
-def import_result(plan: Plan, result: dict) -> str:
+def import_result(plan: Plan, result: dict) -> tuple[str, list[str]]:
     output_dir = result.get("output_dir") or plan.output_dir
     if plan.kind == "strip":
         return import_strip(plan, output_dir)

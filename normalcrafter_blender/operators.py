@@ -81,7 +81,8 @@ def finish_record(record: Record) -> None:
     if record.state != "done":
         return
     try:
-        record.report = importer.import_result(record.plan, record.result or {})
+        record.report, warnings = importer.import_result(record.plan, record.result or {})
+        record.warnings.extend(warnings)
     except (ValueError, OSError) as exc:
         record.fail("import_failed", f"'{record.plan.target}': written, but not imported: {exc}")
 

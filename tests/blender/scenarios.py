@@ -300,7 +300,7 @@ def scenario_flow(args: dict) -> dict:
         for r in session.pump():
             operators.finish_record(r)
         pump_s.append(time.monotonic() - t)
-        if records[0].done and "panel_running" not in facts:
+        if records[0].state == "running" and "panel_running" not in facts:
             facts["panel_running"] = draw_panels("SEQUENCE_EDITOR")
         states.append(records[0].state)
         progress.append(records[0].done)

@@ -32,6 +32,13 @@ def flow(extension_zip, clips, tiny_model, tmp_path_factory) -> dict:
     return facts
 
 
+@pytest.fixture
+def sequencer_shows_exr(flow) -> None:
+    """Before 4.4 the sequencer cannot show multilayer EXRs: strips get images instead."""
+    if tuple(map(int, flow["version"].split(".")[:2])) < (4, 4):
+        pytest.skip(f"Blender {flow['version']}: image strips are replaced by images (test_old_sequencer_gets_images)")
+
+
 def exr(path) -> dict[str, np.ndarray]:
     with OpenEXR.File(str(path), separate_channels=True) as f:
         return {name: c.pixels.astype(np.float32) for name, c in f.channels().items()}
@@ -45,6 +52,37 @@ def test_panels_in_the_sequencer_and_the_clip_editor(flow):
     for space in ("sequence_editor", "clip_editor"):
         assert f"NORMALCRAFTER_PT_{space}_main" in flow["panels"]
         assert f"NORMALCRAFTER_PT_{space}_settings" in flow["panels"]
+
+
+def test_panel_lists_the_targets_and_the_button(flow):
+    # Every draw call was checked against this Blender's UILayout API (see PanelRecorder).
+    idle = flow["panel_idle"]
+    assert "  (SEQUENCE) plate: frames 12-15 (4)" in idle
+    assert "[button normalcrafter.estimate] Estimate Normals" in idle
+    assert {"== Settings", "== Advanced", "[field] Max Resolution: 64", "[field] Window: 14"} <= set(idle)
+
+
+def test_panel_shows_progress_and_cancel_while_a_job_runs(flow):
+    running = flow["panel_running"]  # drawn at the first pump that saw the job running
+    assert "(RENDER_ANIMATION) Job 1 of 1: plate" in running
+    assert any(line.startswith("[progress ") for line in running)
+    assert "[button normalcrafter.cancel] Cancel" in running
+
+
+
+def test_panel_shows_the_outcome_and_the_clip(flow):
+    assert any(line.startswith("  (") and "'plate': 4 normal frames in" in line for line in flow["panel_done"])
+    assert "  (FILE_MOVIE) shot_a.mp4: frames 100-103 (4)" in flow["panel_clip"]
+
+
+def test_preferences_check_shows_the_worker_and_its_devices(flow):
+    assert flow["check"] == ["FINISHED"]
+    prefs = flow["preferences"]
+    assert any(line.startswith("  (CHECKMARK) Worker ready: normalcrafter") for line in prefs)
+    assert any(line.startswith("  cpu: ") and " free of " in line for line in prefs)
+    # Blender's Allow Online Access is off here: no download button, a hint instead.
+    assert not any("download_model" in line for line in prefs)
+    assert any("Allow Online Access" in line for line in prefs)
 
 
 def test_bad_interpreter_is_one_clear_line(flow):
@@ -80,7 +118,7 @@ def test_frames_sent_are_the_ones_the_strip_shows(flow):
     assert channels["N.X"].shape == (48, 64)
 
 
-def test_image_strip_above_the_plate_frame_for_frame(flow):
+def test_image_strip_above_the_plate_frame_for_frame(flow, sequencer_shows_exr):
     normals = strip(flow["after_modal"], "plate normals")
     plate = strip(flow["after_modal"], "plate")
     assert normals["type"] == "IMAGE" and normals["tag"] == "plate"
@@ -92,7 +130,7 @@ def test_image_strip_above_the_plate_frame_for_frame(flow):
     assert Path(normals["directory"]) == flow["tmp"] / "normals" / "plate"
 
 
-def test_sequencer_render_shows_the_matching_normal_frame(flow):
+def test_sequencer_render_shows_the_matching_normal_frame(flow, sequencer_shows_exr):
     """Timeline frame t renders exactly the EXR of the source frame the plate shows at t."""
     out = flow["tmp"] / "normals" / "plate"
     frames = {n: np.stack([exr(out / f"normal.{n:05d}.exr")[c] for c in "RGB"], -1) for n in range(5, 9)}
@@ -106,7 +144,9 @@ def test_sequencer_render_shows_the_matching_normal_frame(flow):
 
 def test_rerun_replaces_the_earlier_import(flow):
     assert flow["rerun"]["result"] == ["FINISHED"]
-    assert [s["name"] for s in flow["after_rerun"] if s["tag"] == "plate"] == ["plate normals"]
+    made = [s["name"] for s in flow["after_rerun"] if s["tag"] == "plate"]
+    made += [im["name"] for im in flow["images"] if im["plate"] == "plate"]
+    assert made == ["plate normals"]
 
 
 def test_batch_of_two_strips_in_one_click_on_one_warm_worker(flow):
@@ -115,16 +155,20 @@ def test_batch_of_two_strips_in_one_click_on_one_warm_worker(flow):
     assert batch["same_worker"]
     assert [r["model_loads"] for r in batch["results"]] == [1, 1]  # the model stayed loaded
     assert [r["frame_numbers"] for r in batch["results"]] == [[1, 4], [0, 3]]
+    assert len([line for line in batch["status"] if "'second': 4 normal frames" in line]) == 1
+    assert len([line for line in batch["status"] if "'third': 4 normal frames" in line]) == 1
+
+
+def test_batch_strips_each_get_their_image_strip(flow, sequencer_shows_exr):
     after = flow["after_batch"]
     second, third = strip(after, "second normals"), strip(after, "third normals")
     assert (second["channel"], second["final_start"], second["final_end"]) == (6, 41, 45)
     assert (third["channel"], third["final_start"], third["final_end"]) == (3, 60, 64)
-    assert len(batch["status"]) == 2 and all("image strip" in line for line in batch["status"])
 
 
 def test_clip_becomes_a_non_color_image_sequence(flow):
     assert flow["clip"]["result"] == ["FINISHED"], flow["clip"]["error"]
-    image = flow["clip_image"]
+    image = next(im for im in flow["images"] if im["clip"] == "shot_a.mp4")
     assert image["source"] == "SEQUENCE" and image["colorspace"] == "Non-Color" and image["fake_user"]
     # The clip starts at scene frame 100 showing video frame 12.
     assert Path(image["filepath"]).name == "normal.00012.exr"
@@ -148,7 +192,7 @@ def test_worker_errors_are_clear_reports(flow, case, text):
 def test_next_job_runs_after_errors(flow):
     after = flow["after_errors"]
     assert after["result"] == ["FINISHED"], after["error"]
-    assert "4 normal frames" in after["status"][0]
+    assert "'fresh': 4 normal frames" in after["status"][0]
 
 
 def test_cancel_keeps_finished_frames_and_no_partial_files(flow):
@@ -170,3 +214,17 @@ def test_unsaved_files_write_to_the_extension_user_folder(flow):
     assert root.name == "normals" and "normalcrafter" in root.parts
     assert str(root).startswith(str(flow["tmp"] / "blender"))
     assert os.path.isdir(root)
+
+
+def test_old_sequencer_gets_images(flow):
+    """Blender 4.2's sequencer reads no pass of a multilayer EXR (garbage or a
+    crash): there a strip's pass becomes a timed image, and the user is told."""
+    if tuple(map(int, flow["version"].split(".")[:2])) >= (4, 4):
+        pytest.skip(f"Blender {flow['version']} shows multilayer EXR strips")
+    assert not [s for s in flow["after_batch"] if s["type"] == "IMAGE"]
+    plate = next(im for im in flow["images"] if im["plate"] == "plate")
+    assert (plate["frame_start"], plate["frame_offset"], plate["frame_duration"]) == (12, 4, 4)
+    assert plate["source"] == "SEQUENCE" and plate["colorspace"] == "Non-Color"
+    assert {im["plate"] for im in flow["images"]} >= {"plate", "second", "third"}
+    panel_text = " ".join(line.strip() for line in flow["panel_done"])  # labels are wrapped
+    assert "sequencer cannot show multilayer EXR files" in panel_text

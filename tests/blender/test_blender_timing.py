@@ -6,6 +6,7 @@ import pytest
 from blender_harness import ROOT, load_script, needs_bpy, run_scenario
 
 timing = load_script("nc_timing", ROOT / "normalcrafter_blender" / "timing.py")
+ui_text = load_script("nc_ui_text", ROOT / "normalcrafter_blender" / "ui_text.py")
 
 
 def test_strip_span_with_handles_and_animation_offsets():
@@ -33,6 +34,12 @@ def test_clip_span_follows_start_and_offset():
     assert (span.first, span.stop, span.timeline_first) == (0, 13, 4)
     with pytest.raises(timing.PlanError):
         timing.clip_span(frame_start=1, frame_offset=16, frame_duration=16)
+
+
+def test_progress_text_has_frames_speed_and_time_left():
+    assert ui_text.progress_text(12, 40, 3.14, 9.4) == "12 / 40 frames · 3.14 fps · 9 s left"
+    assert ui_text.progress_text(40, 40, 12.0, 0.0) == "40 / 40 frames · 12 fps"
+    assert ui_text.duration(3725) == "1 h 02 min" and ui_text.duration(None) == "?"
 
 
 @pytest.mark.blender
