@@ -193,6 +193,7 @@ class ChunkSource:
         self.path, self.kind, self.fps = whole.path, whole.kind, whole.fps
         self.size, self.source_size = whole.size, whole.source_size
         self.numbers = whole.numbers[plan.start : plan.end]
+        self.notes = whole.notes
 
     def __len__(self) -> int:
         return len(self.numbers)

@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "estimate": ("normalcrafter.estimate_cli", "estimate normals for a video, image sequence or image"),
     "eval": ("normalcrafter.evaluation.cli", "score predicted normals against ground truth (accuracy, flicker, pictures)"),
     "train": ("normalcrafter.training.cli", "train a NormalCrafter model (paper recipe: SFR + two stages)"),
+    "farm": ("normalcrafter.farm.cli", "estimate many shots or long clips in chunks on a Ray cluster (all GPUs)"),
     "demo": ("normalcrafter.demo_cli", "run the bundled sample clip through the bundled model"),
     "download": ("normalcrafter.download_cli", "fetch the published weights into the hub cache or a folder"),
 }

@@ -28,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "0 keeps the input size (default: 1024)")
     p.add_argument("--frames", default=None, metavar="A:B", help="input frames A (inclusive) to B (exclusive), "
                    "counted from 0 like a Python slice; A: runs to the end")
+    p.add_argument("--context", type=int, default=0, metavar="N", help="compute --frames A:B as one chunk of the "
+                   "whole input, with at least N frames of context before it, so that chunks run on different "
+                   "machines into one folder match a single run (docs/farm.md; 40 recommended)")
     p.add_argument("--renormalize", action="store_true", help="rescale every normal to unit length "
                    "(the model's raw output is not exactly unit length)")
     p.add_argument("--convention", default="opengl", help="axis convention written: opengl/blender (+X right, "
@@ -46,7 +49,7 @@ def settings_from_args(args: argparse.Namespace) -> EstimateSettings:
     return EstimateSettings(
         model=args.model, device=args.device, dtype=args.dtype, window=args.window, stride=args.stride,
         decode_chunk=args.decode_chunk, max_res=args.max_res,
-        frames=parse_range(args.frames) if args.frames else None, format=args.format,
+        frames=parse_range(args.frames) if args.frames else None, context=args.context, format=args.format,
         renormalize=args.renormalize, convention=args.convention, model_convention=args.model_convention,
         camera_rotations=args.camera_rotations, preview=args.preview,
     )

@@ -40,6 +40,9 @@ class EstimateSettings:
     decode_chunk: int = 7
     max_res: int = 1024
     frames: tuple[int, int | None] | None = None
+    # Frames of context around ``frames``: a chunk of the whole input that
+    # matches one sequential run (chunks.py); chunks of one job share a folder.
+    context: int = 0
     format: str = "exr"
     renormalize: bool = False
     convention: str = "opengl"
@@ -68,7 +71,7 @@ class EstimateSettings:
         def bad(msg: str) -> NormalCrafterError:
             return NormalCrafterError(errors.BAD_REQUEST, msg)
 
-        for name in ("window", "stride", "decode_chunk", "max_res"):
+        for name in ("window", "stride", "decode_chunk", "max_res", "context"):
             if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
                 raise bad(f"{name} must be an integer")
         if self.window < 1 or not 1 <= self.stride <= self.window:
@@ -77,6 +80,10 @@ class EstimateSettings:
             raise bad("decode chunk must be at least 1")
         if self.max_res < 0:
             raise bad("max resolution must be 0 (no limit) or positive")
+        if self.context < 0:
+            raise bad("context must be 0 or more frames")
+        if self.context and (self.format == "npy" or self.preview):
+            raise bad("a chunk (context > 0) writes exr or png frames, without a preview")
         if self.format not in FORMATS:
             raise bad(f"format must be one of {', '.join(FORMATS)}")
         if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
@@ -98,7 +105,9 @@ class EstimateSettings:
             "stride": self.stride,
             "decode_chunk": self.decode_chunk,
             "max_res": self.max_res,
-            "frames": list(self.frames) if self.frames else None,
+            # Chunks of one job differ only in their frames and share the folder.
+            "frames": list(self.frames) if self.frames and not self.context else None,
+            **({"context": self.context} if self.context else {}),
             "format": self.format,
             "renormalize": self.renormalize,
             "convention": canonical(self.convention),
@@ -157,7 +166,7 @@ def _input_identity(src: FrameSource) -> dict:
     }
 
 
-def _prepare_output(folder: Path, src: FrameSource, identity: dict) -> dict | None:
+def _prepare_output(folder: Path, src: FrameSource, identity: dict, shared: bool = False) -> dict | None:
     """Create the folder, prove it writable, and check or write the manifest.
     Returns the existing manifest when resuming."""
     if src.kind == "sequence" and folder.resolve() == (src.path if src.path.is_dir() else src.path.parent).resolve():
@@ -173,7 +182,8 @@ def _prepare_output(folder: Path, src: FrameSource, identity: dict) -> dict | No
         raise NormalCrafterError(
             errors.OUTPUT_NOT_WRITABLE, f"{folder}: output folder is not writable ({exc.strerror or exc})"
         ) from None
-    remove_stale_temps(folder)
+    if not shared:  # other chunks' writers may be mid-write in a shared folder
+        remove_stale_temps(folder)
     manifest_path = folder / MANIFEST
     if manifest_path.exists():
         try:
@@ -224,7 +234,13 @@ def run_estimate(
     t_start = time.perf_counter()
 
     emit({"type": "stage", "stage": "reading", "message": f"opening {input_path}"})
-    src = open_source(input_path, settings.frames, settings.max_res)
+    if settings.context:
+        from .chunks import open_chunk
+
+        src = open_chunk(input_path, settings.frames, settings.context, settings.max_res,
+                         settings.window, settings.stride, settings.decode_chunk)
+    else:
+        src = open_source(input_path, settings.frames, settings.max_res)
     if src.downscaled:
         emit({
             "type": "warning",
@@ -241,8 +257,9 @@ def run_estimate(
             raise NormalCrafterError(
                 errors.BAD_REQUEST, f"{settings.camera_rotations}: no camera rotation for frame {missing[0]}"
             )
-    identity = {"version": 1, "input": _input_identity(src), "settings": settings.identity(model)}
-    resumed = _prepare_output(folder, src, identity) is not None
+    whole = src.whole if settings.context else src
+    identity = {"version": 1, "input": _input_identity(whole), "settings": settings.identity(model)}
+    resumed = _prepare_output(folder, src, identity, shared=bool(settings.context)) is not None
     fmt = settings.format
     done = {i for i, n in enumerate(src.numbers) if fmt != "npy" and frame_path(folder, n, fmt).exists()}
     npy_final = folder / "normals.npy"
@@ -270,10 +287,11 @@ def run_estimate(
     written = 0
     todo = len(src) - len(done)
     try:
-        for i, raw in pipe.stream(
+        produced = src.stream(pipe, cancelled, done.__contains__) if settings.context else pipe.stream(
             iter(src), len(src), settings.window, settings.stride, settings.decode_chunk,
             should_stop=cancelled, skip=done.__contains__,
-        ):
+        )
+        for i, raw in produced:
             if cancelled():
                 raise Cancelled()
             if npy is not None:
