@@ -33,12 +33,18 @@ ERROR_CODES = (
 )
 
 
+# Control characters (a newline in a file name) are escaped, so a message
+# stays one line whatever the paths in it hold.
+_ESCAPES = {c: repr(chr(c))[1:-1] for c in (*range(32), 127)}
+
+
 class NormalCrafterError(Exception):
     """A failure with a stable ``code`` and a one-line human ``message``."""
 
     def __init__(self, code: str, message: str) -> None:
         if code not in ERROR_CODES:
             raise ValueError(f"unknown error code {code!r}")
+        message = message.translate(_ESCAPES)
         super().__init__(message)
         self.code = code
         self.message = message

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ from .model.loading import default_model
 MANIFEST = "normalcrafter_job.json"
 Event = dict
 OnEvent = Callable[[Event], None]
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no frame number
 
 
 @dataclass
@@ -60,9 +65,10 @@ class EstimateSettings:
         data = dict(data)
         if data.get("frames") is not None:
             fr = data["frames"]
-            if not (isinstance(fr, (list, tuple)) and len(fr) == 2):
-                raise NormalCrafterError(errors.BAD_REQUEST, "frames must be [start, end] (end may be null)")
-            data["frames"] = (int(fr[0]), None if fr[1] is None else int(fr[1]))
+            pair = isinstance(fr, (list, tuple)) and len(fr) == 2
+            if not (pair and _whole(fr[0]) and (fr[1] is None or _whole(fr[1]))):
+                raise NormalCrafterError(errors.BAD_REQUEST, "frames must be [start, end], whole numbers (end may be null)")
+            data["frames"] = (fr[0], fr[1])
         s = cls(**data)
         s.validate()
         return s
@@ -84,6 +90,10 @@ class EstimateSettings:
             raise bad("context must be 0 or more frames")
         if self.context and (self.format == "npy" or self.preview):
             raise bad("a chunk (context > 0) writes exr or png frames, without a preview")
+        if self.frames is not None:
+            start, end = self.frames
+            if start < 0 or (end is not None and end <= start):
+                raise bad(f"frames {start}:{end}: need 0 <= start < end")
         if self.format not in FORMATS:
             raise bad(f"format must be one of {', '.join(FORMATS)}")
         if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
@@ -175,9 +185,8 @@ def _prepare_output(folder: Path, src: FrameSource, identity: dict, shared: bool
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".normalcrafter-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # A fresh, unnamed file: a planted symlink cannot redirect the probe.
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as exc:
         raise NormalCrafterError(
             errors.OUTPUT_NOT_WRITABLE, f"{folder}: output folder is not writable ({exc.strerror or exc})"
@@ -202,7 +211,12 @@ def _prepare_output(folder: Path, src: FrameSource, identity: dict, shared: bool
                 f"{folder} holds frames of another job ({diff}); use another output folder or empty this one",
             )
         return old
-    atomic_write_bytes(manifest_path, (json.dumps(identity, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(manifest_path, (json.dumps(identity, indent=2) + "\n").encode())
+    except OSError as exc:  # a disk that fills up after the probe
+        raise NormalCrafterError(
+            errors.OUTPUT_NOT_WRITABLE, f"{folder}: cannot write output ({exc.strerror or exc})"
+        ) from None
     return None
 
 
@@ -241,6 +255,8 @@ def run_estimate(
                          settings.window, settings.stride, settings.decode_chunk)
     else:
         src = open_source(input_path, settings.frames, settings.max_res)
+    for note in src.notes:
+        emit({"type": "warning", "message": note})
     if src.downscaled:
         emit({
             "type": "warning",
@@ -276,7 +292,6 @@ def run_estimate(
     if not pipe.components.info.convention_verified and not settings.model_convention:
         emit({"type": "warning", "message": f"the axis convention of {model} is unverified; assuming {model_conv}"})
     hdr_settings = {k: v for k, v in identity["settings"].items() if k != "model"}
-    npy = NpyWriter(npy_final, len(src), *src.size) if fmt == "npy" else None
     emit({
         "type": "stage", "stage": "estimating",
         "message": f"{len(src) - len(done)} of {len(src)} frames at {src.size[1]}x{src.size[0]}"
@@ -286,7 +301,10 @@ def run_estimate(
     t0 = time.perf_counter()
     written = 0
     todo = len(src) - len(done)
+    npy = None
     try:
+        if fmt == "npy":
+            npy = NpyWriter(npy_final, len(src), *src.size)
         produced = src.stream(pipe, cancelled, done.__contains__) if settings.context else pipe.stream(
             iter(src), len(src), settings.window, settings.stride, settings.decode_chunk,
             should_stop=cancelled, skip=done.__contains__,
@@ -333,8 +351,9 @@ def run_estimate(
         ) from None
     except ValueError as exc:
         raise NormalCrafterError(errors.INPUT_INVALID, f"{input_path}: {exc}") from None
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
+    except (RuntimeError, MemoryError) as exc:
+        # CUDA says "out of memory", the CPU allocator "not enough memory".
+        if isinstance(exc, MemoryError) or any(w in str(exc).lower() for w in ("out of memory", "not enough memory")):
             pipelines.clear()
             raise NormalCrafterError(
                 errors.OUT_OF_MEMORY,

@@ -42,6 +42,9 @@ class FrameSource:
     _files: list[Path] = field(default_factory=list, repr=False)
     _video_range: tuple[int, int] = (0, 0)
     max_res: int = 0
+    # Facts about the input a user must hear (a gap, a variable frame rate),
+    # which the job passes on as warnings.
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -81,6 +84,14 @@ class FrameSource:
                         continue
                     if index >= stop:
                         return
+                    if frame.is_corrupt:
+                        # The decoder hid damaged data by guessing pixels: refuse
+                        # rather than estimate normals of an invented picture.
+                        raise NormalCrafterError(
+                            errors.INPUT_UNREADABLE,
+                            f"{self.path}: video is damaged at frame {index} (the decoder had to conceal "
+                            f"corrupt data); re-export or re-copy the file",
+                        )
                     done = index + 1
                     yield self._prepare(frame.to_ndarray(format="rgb24"), self.path)
         except av.FFmpegError as exc:
@@ -116,6 +127,13 @@ def _select(count: int, frames: tuple[int, int | None] | None, what: str) -> tup
     if a >= b:
         raise NormalCrafterError(errors.INPUT_INVALID, f"{what} has {count} frames; the range {a}:{b} selects none")
     return a, b
+
+
+def _range_note(count: int, frames: tuple[int, int | None] | None) -> list[str]:
+    end = frames[1] if frames is not None else None
+    if end is None or end <= count:
+        return []
+    return [f"frames {frames[0]}:{end} were asked for, but the input has {count}; estimating {frames[0]}:{count}"]
 
 
 def _check_size(h: int, w: int, where: Path | str, max_res: int) -> tuple[int, int]:
@@ -182,7 +200,25 @@ def _sequence_files(path: Path) -> list[Path]:
         files = [p for p in folder.iterdir() if pat.match(p.name)]
     else:
         files = [p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
-    return sorted(files, key=lambda p: (_frame_number(p), p.name))
+    files = sorted(files, key=lambda p: (_frame_number(p), p.name))
+    for a, b in zip(files, files[1:]):
+        if _frame_number(a) == _frame_number(b):
+            # Both would be written to the same output frame.
+            raise NormalCrafterError(
+                errors.INPUT_INVALID,
+                f"{path}: {a.name} and {b.name} both have frame number {_frame_number(a)}; "
+                f"name the sequence with a pattern such as plate.####.png",
+            )
+    return files
+
+
+def _gap_note(numbers: list[int]) -> list[str]:
+    missing = (numbers[-1] - numbers[0] + 1) - len(numbers)
+    if missing <= 0:
+        return []
+    first = next(a + 1 for a, b in zip(numbers, numbers[1:]) if b != a + 1)
+    return [f"the sequence skips {missing} frame number(s) (the first missing is {first}); the frames on either "
+            f"side of a gap are treated as neighbours, and output frames keep the input's numbers"]
 
 
 def _frame_number(path: Path) -> int:
@@ -196,7 +232,8 @@ def open_source(
     """Open and check an input. ``frames`` selects input frames A (inclusive)
     to B (exclusive), counted from 0 in the order the input has them."""
     p = Path(path).expanduser()
-    is_pattern = bool(_PRINTF.search(p.name) or _HASHES.search(p.name))
+    # A file that exists is never a pattern, even with '#' or '%d' in its name.
+    is_pattern = not p.is_file() and bool(_PRINTF.search(p.name) or _HASHES.search(p.name))
     if not is_pattern and not p.exists():
         raise NormalCrafterError(errors.INPUT_UNREADABLE, f"{p}: no such file or folder")
     if p.is_dir() or is_pattern:
@@ -204,10 +241,13 @@ def open_source(
         if not files:
             raise NormalCrafterError(errors.INPUT_INVALID, f"{p}: no image files found (png, jpg, tif, exr)")
         a, b = _select(len(files), frames, str(p))
+        notes = _range_note(len(files), frames)
         files = files[a:b]
         h, w = _image_size(files[0])
         size = _check_size(h, w, files[0], max_res)
-        return FrameSource(p, "sequence", [_frame_number(f) for f in files], size, (h, w), None, files, max_res=max_res)
+        numbers = [_frame_number(f) for f in files]
+        return FrameSource(p, "sequence", numbers, size, (h, w), None, files, max_res=max_res,
+                           notes=notes + _gap_note(numbers))
     if p.suffix.lower() in IMAGE_EXTS:
         _select(1, frames, str(p))
         h, w = _image_size(p)
@@ -227,14 +267,42 @@ def _open_video(p: Path, frames: tuple[int, int | None] | None, max_res: int) ->
                 raise NormalCrafterError(errors.INPUT_UNREADABLE, f"{p}: has no video stream")
             stream = container.streams.video[0]
             fps = float(stream.average_rate) if stream.average_rate else None
+            stated = stream.frames
             # Count packets rather than trusting the header's frame count, which
             # some containers get wrong; demuxing without decoding is cheap.
-            count = sum(1 for pkt in container.demux(stream) if pkt.size > 0)
+            count, times = 0, []
+            for pkt in container.demux(stream):
+                if pkt.size == 0:
+                    continue
+                if pkt.is_corrupt:
+                    raise NormalCrafterError(
+                        errors.INPUT_UNREADABLE,
+                        f"{p}: video is truncated or damaged at frame {count}; re-export or re-copy the file",
+                    )
+                count += 1
+                if pkt.pts is not None:
+                    times.append(pkt.pts)
             w, h = stream.codec_context.width, stream.codec_context.height
+    except av.EOFError:
+        raise NormalCrafterError(errors.INPUT_UNREADABLE, f"{p}: video ends before its first frame (no frames, "
+                                 f"or the file is truncated)") from None
     except av.FFmpegError as exc:
         raise NormalCrafterError(
             errors.INPUT_UNREADABLE, f"{p}: not a readable video ({exc.strerror or type(exc).__name__})"
         ) from None
     a, b = _select(count, frames, str(p))
     size = _check_size(h, w, p, max_res)
-    return FrameSource(p, "video", list(range(a, b)), size, (h, w), fps, _video_range=(a, b), max_res=max_res)
+    notes = _range_note(count, frames)
+    if stated and stated != count:
+        notes.append(f"the container states {stated} frames but holds {count}; all {count} are used")
+    if _variable_rate(times):
+        notes.append("variable frame rate: output frame N is the N-th frame of the file, which players and Blender "
+                     "may time differently; convert to a constant frame rate first for exact alignment")
+    return FrameSource(p, "video", list(range(a, b)), size, (h, w), fps, _video_range=(a, b), max_res=max_res,
+                       notes=notes)
+
+
+def _variable_rate(pts: list[int]) -> bool:
+    """Frame durations that differ by more than half the shortest one."""
+    steps = np.diff(np.unique(pts))
+    return steps.size > 1 and steps.max() - steps.min() > steps.min() / 2

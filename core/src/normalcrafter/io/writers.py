@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +40,11 @@ def write_exr(path: Path, normals: np.ndarray, header: dict[str, str], world: np
     hdr = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, **header}
 
     def write(tmp: Path) -> None:
-        with OpenEXR.File(hdr, channels) as f:
-            f.write(str(tmp))
+        try:
+            with OpenEXR.File(hdr, channels) as f:
+                f.write(str(tmp))
+        except RuntimeError as exc:  # OpenEXR reports a failed write (disk full, ...) as RuntimeError
+            raise OSError(str(exc).rstrip(".")) from None
 
     return atomic_write(path, write)
 
@@ -86,6 +90,15 @@ class NpyWriter:
         self.path = path
         self.tmp = temp_name(path)
         self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=(count, height, width, 3))
+        if hasattr(os, "posix_fallocate"):
+            # Reserve the blocks now: a memory map that meets a full disk
+            # later kills the process with SIGBUS instead of raising.
+            try:
+                with open(self.tmp, "rb+") as f:
+                    os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+            except OSError:
+                self.abort()
+                raise
 
     def put(self, index: int, normals: np.ndarray) -> None:
         self.array[index] = normals

@@ -141,12 +141,16 @@ def load_components(source: str | None = None, dtype: torch.dtype = torch.float3
 
     source = source or default_model()
     where, local = _locations(source)
-    common = {"use_safetensors": True}
+    from safetensors import SafetensorError
+
+    common = {"use_safetensors": True, "output_loading_info": True}
     try:
-        unet = NormalCrafterUNet.from_pretrained(where["unet"], subfolder="unet", torch_dtype=dtype, **common)
-        vae = AutoencoderKLTemporalDecoder.from_pretrained(where["vae"], subfolder="vae", torch_dtype=dtype, **common)
-        image_encoder = CLIPVisionModelWithProjection.from_pretrained(
-            where["image_encoder"], subfolder="image_encoder", dtype=dtype, use_safetensors=True
+        unet, unet_info = NormalCrafterUNet.from_pretrained(where["unet"], subfolder="unet", torch_dtype=dtype,
+                                                            **common)
+        vae, vae_info = AutoencoderKLTemporalDecoder.from_pretrained(where["vae"], subfolder="vae", torch_dtype=dtype,
+                                                                     **common)
+        image_encoder, encoder_info = CLIPVisionModelWithProjection.from_pretrained(
+            where["image_encoder"], subfolder="image_encoder", dtype=dtype, **common
         )
         feature_extractor = CLIPImageProcessor.from_pretrained(where["feature_extractor"], subfolder="feature_extractor")
         scheduler = EulerDiscreteScheduler.from_pretrained(where["scheduler"], subfolder="scheduler")
@@ -154,11 +158,22 @@ def load_components(source: str | None = None, dtype: torch.dtype = torch.float3
         raise
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = "" if local else " (download it first with `normalcrafter download`, or check HF_HUB_OFFLINE and your login)"
+        if local is not None:  # every file is there (checked above), so it is damaged
+            raise NormalCrafterError(errors.MODEL_INVALID, f"model folder {source} is corrupt: {first}") from None
+        hint = " (download it first with `normalcrafter download`, or check HF_HUB_OFFLINE and your login)"
         raise NormalCrafterError(errors.MODEL_MISSING, f"cannot load model {source}: {first}{hint}") from None
-    except (ValueError, RuntimeError, KeyError) as exc:
+    except (ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NormalCrafterError(errors.MODEL_INVALID, f"model {source} is corrupt or not a NormalCrafter model: {first}") from None
+    for name, info in (("unet", unet_info), ("vae", vae_info), ("image_encoder", encoder_info)):
+        # The libraries fill weights a checkpoint lacks with random values and
+        # only log it: a model with holes would estimate garbage.
+        if info["missing_keys"]:
+            missing = sorted(info["missing_keys"])
+            raise NormalCrafterError(
+                errors.MODEL_INVALID,
+                f"model {source}: {name} weights are incomplete ({len(missing)} missing, e.g. {missing[0]})",
+            )
     if unet.config.in_channels != 2 * vae.config.latent_channels:
         raise NormalCrafterError(
             errors.MODEL_INVALID,
