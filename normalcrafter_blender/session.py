@@ -103,9 +103,6 @@ class Background:
     def finished(self) -> bool:
         return not self._thread.is_alive()
 
-    def join(self) -> None:
-        self._thread.join()
-
 
 class Session:
     def __init__(self) -> None:
@@ -145,7 +142,8 @@ class Session:
         self.keep_warm = keep_warm
         new = [Record(p) for p in plans]
         self.records.extend(new)
-        if self.client is not None and (config != self.config or not self.client.alive) and not self._active():
+        restart = self.client is not None and (config != self.config or not self.client.alive)
+        if restart and self._starting is None and not self._active():
             self._drop_worker()
         if self.client is None:
             self.config = config
@@ -165,14 +163,16 @@ class Session:
         """Take the worker's events (never blocks); return the records that
         finished since the last call."""
         before = {id(r) for r in self.records if r.finished}
-        if self._starting is not None and self._starting.finished:
+        if self._starting is not None:
+            if not self._starting.finished:
+                return []
             starting, self._starting = self._starting, None
             if starting.error is not None:
                 self._start_failed(starting.error)
             else:
                 self.hello = starting.value
                 self._submit_waiting()
-        if self.client is not None and self._starting is None:
+        if self.client is not None:
             for event in self.client.poll():
                 self._apply(event)
         if not self.busy and not self.keep_warm and self.client is not None:
@@ -213,9 +213,9 @@ class Session:
     def shutdown(self) -> None:
         """Stop the worker now (add-on disabled, Blender quitting)."""
         self.cancel()
-        if self._starting is not None:
-            self._starting.join()
-            self._starting = None
+        # stop() also ends a worker that is still starting: its start() then
+        # fails on its own thread, which nobody waits for.
+        self._starting = None
         if self.client is not None:
             self.client.stop(timeout=5.0)
             self.client = None
