@@ -352,6 +352,20 @@ def scenario_flow(args: dict) -> dict:
     facts["check"] = sorted(bpy.ops.normalcrafter.check_worker())
     facts["preferences"] = draw_preferences()
 
+    # Download: only with Allow Online Access; the worker does the fetching
+    # (a repository that does not exist fails fast, with or without network).
+    facts["download_offline_poll"] = bpy.ops.normalcrafter.download_model.poll()
+    bpy.context.preferences.system.use_online_access = True
+    prefs.model_source = "normalcrafter-tests/does-not-exist"
+    facts["preferences_online"] = draw_preferences()
+    try:
+        facts["download"] = {"result": sorted(bpy.ops.normalcrafter.download_model()), "error": None}
+    except RuntimeError as exc:
+        facts["download"] = {"result": None, "error": str(exc)}
+    facts["download"]["notice"] = list(session.download.lines)
+    prefs.model_source = args["model"]
+    bpy.context.preferences.system.use_online_access = False
+
     # Worker-side failures: a missing model, an unreadable movie. Each is one
     # line in Blender; the next job still runs.
     add_movie(scene, "fresh", b, 8, 120, offsets=(0, 12))

@@ -85,6 +85,16 @@ def test_preferences_check_shows_the_worker_and_its_devices(flow):
     assert any("Allow Online Access" in line for line in prefs)
 
 
+def test_download_is_offered_only_with_online_access_and_runs_in_the_worker(flow):
+    assert flow["download_offline_poll"] is False
+    assert any("[button normalcrafter.download_model]" in line for line in flow["preferences_online"])
+    download = flow["download"]
+    assert download["result"] is None
+    assert "Download failed: cannot download normalcrafter-tests/does-not-exist" in download["error"]
+    assert download["error"].strip().count("\n") == 0 and "Traceback" not in download["error"]
+    assert download["notice"] == [download["error"].strip().removeprefix("Error: ")]
+
+
 def test_bad_interpreter_is_one_clear_line(flow):
     bad = flow["bad_python"]
     assert bad["result"] is None
