@@ -36,8 +36,7 @@ def worker_config(context: bpy.types.Context, offline: bool = True) -> WorkerCon
     reason = check_interpreter(python)
     if reason:
         raise PlanError(reason)
-    logs = bpy.utils.extension_path_user(__package__, path="logs", create=True)
-    return WorkerConfig(os.path.normpath(python), os.path.join(logs, "worker.log"), offline)
+    return WorkerConfig(os.path.normpath(python), offline)
 
 
 def gather_plans(context: bpy.types.Context, strip_names: str, clip_name: str) -> tuple[list[Plan], list[str]]:
@@ -242,6 +241,8 @@ def describe_hello(hello: dict) -> list[str]:
                      f"of {ui_text.size(d.get('total_bytes'))})")
     if hello.get("default_device"):
         lines.append(f"Device 'Auto' uses {hello['default_device']}")
+    if hello.get("log_path"):
+        lines.append(f"Log: {hello['log_path']}")
     return lines
 
 

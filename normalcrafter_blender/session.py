@@ -26,14 +26,15 @@ class WorkerConfig:
     """What the worker process is started with; a change restarts it."""
 
     python: str
-    log_path: str | None = None
     offline: bool = True
 
     def client(self) -> WorkerClient:
         # Jobs never reach the network: a model id missing from the cache fails
         # with model_missing instead of downloading behind the user's back.
+        # No log path: the worker keeps one file per run, pruned, in its own
+        # per-user log folder, and names it in its handshake.
         env = {"HF_HUB_OFFLINE": "1"} if self.offline else {}
-        return WorkerClient(self.python, env=env, log_path=self.log_path)
+        return WorkerClient(self.python, env=env)
 
 
 def check_interpreter(python: str) -> str | None:
@@ -187,7 +188,6 @@ class Session:
             if on_update is not None:
                 on_update(finished)
             time.sleep(0.05)
-        self.pump()
         return records
 
     def cancel(self) -> None:

@@ -80,6 +80,7 @@ def test_preferences_check_shows_the_worker_and_its_devices(flow):
     prefs = flow["preferences"]
     assert any(line.startswith("  (CHECKMARK) Worker ready: normalcrafter") for line in prefs)
     assert any(line.startswith("  cpu: ") and " free of " in line for line in prefs)
+    assert any(line.startswith("  Log: ") for line in prefs)  # the worker names its log file
     # Blender's Allow Online Access is off here: no download button, a hint instead.
     assert not any("download_model" in line for line in prefs)
     assert any("Allow Online Access" in line for line in prefs)
