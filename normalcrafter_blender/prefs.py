@@ -21,7 +21,7 @@ PRECISIONS = [
 ]
 
 
-def get_prefs(context: bpy.types.Context | None = None) -> "NormalCrafterPreferences":
+def get_prefs(context: bpy.types.Context | None = None) -> NormalCrafterPreferences:
     context = context or bpy.context
     return context.preferences.addons[__package__].preferences
 

@@ -249,7 +249,8 @@ def scenario_timing(args: dict) -> dict:
     setup_render(scene, png=True)
     strip = add_movie(scene, "plate", args["clip"], 2, 10)
     cases = []
-    for anim, offsets, start in (((3, 0), (2, 5), 10), ((0, 4), (-2, 0), 10), ((5, 2), (0, 0), 1), ((1, 1), (3, -2), 7)):
+    cases_in = (((3, 0), (2, 5), 10), ((0, 4), (-2, 0), 10), ((5, 2), (0, 0), 1), ((1, 1), (3, -2), 7))
+    for anim, offsets, start in cases_in:
         strip.animation_offset_start, strip.animation_offset_end = anim
         strip.frame_offset_start, strip.frame_offset_end = offsets
         strip.frame_start = start
@@ -411,6 +412,16 @@ def scenario_flow(args: dict) -> dict:
         time.sleep(0.1)
     facts["worker_gone_after_disable"] = not os.path.exists(f"/proc/{pid}")
     return facts
+
+
+def scenario_quit(args: dict) -> dict:
+    """Start the add-on's worker and leave without disabling the add-on, as
+    quitting Blender does; the caller checks that the worker is gone."""
+    install(args)
+    operators = addon("operators")
+    session = addon("session").SESSION
+    session.submit([], operators.worker_config(bpy.context), keep_warm=True, blocking=True)
+    return {"worker_pid": session.hello["pid"]}
 
 
 def scenario_make_blend(args: dict) -> dict:

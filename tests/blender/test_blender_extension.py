@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +219,16 @@ def test_cancel_keeps_finished_frames_and_no_partial_files(flow):
 
 def test_disabling_the_add_on_stops_its_worker(flow):
     assert flow["worker_gone_after_disable"]
+
+
+def test_quitting_blender_stops_the_worker(extension_zip, tiny_model, tmp_path):
+    facts = run_scenario("quit", {"zip": str(extension_zip), "python": sys.executable, "model": str(tiny_model)},
+                         tmp_path)
+    pid = facts["worker_pid"]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}")
 
 
 def test_unsaved_files_write_to_the_extension_user_folder(flow):
