@@ -111,16 +111,19 @@ def cut_points(num_frames: int, window: int = 14, stride: int = 10, decode_chunk
 def chunk_ranges(
     num_frames: int, chunk_frames: int, window: int = 14, stride: int = 10, decode_chunk: int = 7
 ) -> list[tuple[int, int]]:
-    """Split a clip into about ``num_frames / chunk_frames`` chunks of similar
-    length, cut at ``cut_points``."""
+    """Split a clip into chunks of about ``chunk_frames`` frames, cut at
+    ``cut_points``; the last chunk takes the rest, up to 1.5 chunks."""
     if chunk_frames < 1:
         raise ValueError("chunk length must be at least 1 frame")
-    count = max(1, round(num_frames / chunk_frames))
     points = cut_points(num_frames, window, stride, decode_chunk)
-    cuts = sorted({min(points, key=lambda p: abs(p - i * num_frames / count)) for i in range(1, count)} if points
-                  else set())
-    bounds = [0, *cuts, num_frames]
-    return [(a, b) for a, b in zip(bounds, bounds[1:])]
+    bounds = [0]
+    while num_frames - bounds[-1] > 1.5 * chunk_frames:
+        later = [p for p in points if p > bounds[-1]]
+        if not later:
+            break
+        bounds.append(min(later, key=lambda p: abs(p - bounds[-1] - chunk_frames)))
+    bounds.append(num_frames)
+    return list(zip(bounds, bounds[1:]))
 
 
 @torch.no_grad()
