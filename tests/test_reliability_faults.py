@@ -30,7 +30,9 @@ from normalcrafter.worker.client import WorkerClient, WorkerError
 from test_reliability_cases import FAST, assert_only_complete_outputs, read_exr_fully
 
 SEED = 20250917
-N_FRAMES = 20
+N_FRAMES = 12
+# Waits are generous: a loaded CI machine is slow, and a hang still fails.
+WAIT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +43,7 @@ def sandbox(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", moving_clip(N_FRAMES, 64, 96))
+    return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", moving_clip(N_FRAMES, 32, 64))
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def kill_worker_once(sandbox: dict, job: dict, moment: tuple[str, float]) -> boo
             timer[0].start()
 
     try:
-        client.wait(client.submit(job), timeout=120, on_event=on_event)
+        client.wait(client.submit(job), timeout=WAIT_S, on_event=on_event)
         finished = True
     except WorkerError as exc:
         assert exc.code == "worker_died", exc.message
@@ -139,7 +141,7 @@ def kill_chain(kills: int, sandbox: dict, clip: Path, model: Path, reference, ou
     client = WorkerClient(sys.executable, env=sandbox)
     client.start()
     try:
-        done = client.wait(client.submit(job), timeout=120)
+        done = client.wait(client.submit(job), timeout=WAIT_S)
     finally:
         client.stop()
     log["skipped_on_resume"] = done["result"]["skipped"]
@@ -178,7 +180,7 @@ def start_raw_worker(sandbox: dict, job: dict) -> tuple[subprocess.Popen, int]:
 
 
 @pytest.mark.parametrize("how", ["closes_stdin", "stops_reading"])
-def test_a_vanished_client_does_not_leave_the_worker_running(how, sandbox, clip, tiny_model, reference, tmp_path):
+def test_a_vanished_client_does_not_leave_the_worker_running(how, sandbox, clip, tiny_model, tmp_path):
     """The client process lives on but lets go of the worker: closing the
     request pipe cancels the job; closing the event pipe makes the next event
     fail to send. Either way the worker exits and frees its memory (and GPU)."""
@@ -188,11 +190,10 @@ def test_a_vanished_client_does_not_leave_the_worker_running(how, sandbox, clip,
     (proc.stdin if how == "closes_stdin" else proc.stdout).close()
     started = time.monotonic()
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=WAIT_S)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0 and time.monotonic() - started < 30
-    kept = check_after_kill(out, reference[0])
-    assert 1 <= kept < N_FRAMES  # the job stopped early; what it wrote is whole
-    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+    assert proc.returncode == 0 and time.monotonic() - started < 60
+    kept = assert_only_complete_outputs(out)  # whole frames, no temporaries: the job was cancelled cleanly
+    assert 1 <= len(kept) < N_FRAMES

@@ -48,7 +48,7 @@ def odd(tmp_path_factory, tiny_model):
 def run_job(worker: WorkerClient, job: dict) -> tuple[dict | None, WorkerError | None, list[dict]]:
     events: list[dict] = []
     try:
-        done = worker.wait(worker.submit(job), timeout=120, on_event=events.append)
+        done = worker.wait(worker.submit(job), timeout=600, on_event=events.append)
     except WorkerError as exc:
         return None, exc, events
     return done, None, events

@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=read_requests, args=(proto_in, worker), name="requests", daemon=True).start()
     status = worker.run()
     logging.shutdown()
-    proto_out.flush()
+    try:
+        proto_out.flush()
+    except OSError:  # the client closed the event pipe: there is no one left to tell
+        pass
     # Everything the worker owes is on disk or sent; skip the interpreter's
     # teardown of torch and the model, which takes seconds a quitting host
     # would wait for.
