@@ -9,10 +9,15 @@ yielded as soon as their chunk is decoded, so memory depends on the window
 and chunk sizes, never on the clip length.
 
 The numbers match the authors' released pipeline (tests/test_parity.py).
+How it runs on the hardware (layouts, compilation, offload, overlap of host
+and device work) is chosen by ``accel.Speed``; docs/performance.md has the
+measurements.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -20,7 +25,9 @@ import numpy as np
 import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 
+from .accel import Offloader, Speed, compiled, split_decoder, to_channels_last
 from .model.loading import Components, load_components
+from .overlap import background
 from .preprocess import pad_frame, padding_for, unpad
 from .windows import blend, final_frontier, window_schedule
 
@@ -54,29 +61,49 @@ class StageTimes:
     encode: float = 0.0
     unet: float = 0.0
     decode: float = 0.0
+    read: float = 0.0  # waiting for input frames and padding them (host)
 
     def as_dict(self) -> dict[str, float]:
-        return {"clip": self.clip, "vae_encode": self.encode, "unet": self.unet, "vae_decode": self.decode}
+        return {"clip": self.clip, "vae_encode": self.encode, "unet": self.unet, "vae_decode": self.decode,
+                "read": self.read}
 
 
 class NormalCrafterPipeline:
     """Holds the loaded model on one device and runs clips through it."""
 
-    def __init__(self, components: Components, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        components: Components,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        speed: Speed | None = None,
+    ):
         self.components = components
         self.device = torch.device(device)
         self.dtype = dtype
         c = components
-        self.unet = c.unet.to(self.device, dtype)
-        self.image_encoder = c.image_encoder.to(self.device, dtype)
+        self.speed = (speed or Speed()).resolve(self.device, dtype, bool(c.vae.config.force_upcast))
+        sp = self.speed
+        self._offload = Offloader(self.device, [c.unet.to(dtype), c.image_encoder.to(dtype)]) if sp.offload else None
+        self.unet = c.unet if sp.offload else c.unet.to(self.device, dtype)
+        self.image_encoder = c.image_encoder if sp.offload else c.image_encoder.to(self.device, dtype)
         self.vae = c.vae.to(self.device, dtype)
-        # The release encodes RGB in fp32 when the VAE asks for upcasting; keep
-        # an fp32 copy of the encoder half only, not of the whole VAE.
-        self._encoder_fp32 = None
-        if dtype == torch.float16 and c.vae.config.force_upcast:
-            self._encoder_fp32 = torch.nn.Sequential(
-                copy.deepcopy(self.vae.encoder), copy.deepcopy(self.vae.quant_conv)
-            ).to(self.device, torch.float32)
+        # The release encodes RGB in fp32 when the VAE asks for upcasting (fp16
+        # overflows there); a separate copy of the encoder half only, in the
+        # encoder's own precision, never of the whole VAE.
+        self._encoder = torch.nn.Sequential(self.vae.encoder, self.vae.quant_conv)
+        if sp.encoder_dtype != dtype:
+            self._encoder = copy.deepcopy(self._encoder).to(self.device, sp.encoder_dtype)
+        if sp.channels_last:
+            for module in (self.unet, self.vae, self._encoder):
+                to_channels_last(module)
+        if sp.decode_split:
+            split_decoder(self.vae.decoder, sp.decode_split)
+        if sp.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        self._unet_fn = compiled(self.unet, frame_dim=1) if sp.compile else self.unet
+        self._encoder_fn = compiled(self._encoder) if sp.compile else self._encoder
+        self._decoder_fn = compiled(self.vae.decoder) if sp.compile else self.vae.decoder
         self.scheduler = c.scheduler
         fe = c.feature_extractor
         self._clip_size = int(c.image_encoder.config.image_size)
@@ -86,12 +113,14 @@ class NormalCrafterPipeline:
         self.profile = False
 
     @classmethod
-    def from_pretrained(cls, source: str | None = None, device: str = "auto", dtype: str = "auto") -> "NormalCrafterPipeline":
+    def from_pretrained(
+        cls, source: str | None = None, device: str = "auto", dtype: str = "auto", speed: Speed | None = None
+    ) -> "NormalCrafterPipeline":
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         # Load in fp32 on the CPU, then cast: fp16 checkpoints load exactly and
         # a bf16 run gets bf16 weights rounded once, from fp32.
-        return cls(load_components(source, torch.float32), dev, dt)
+        return cls(load_components(source, torch.float32), dev, dt, speed)
 
     @property
     def convention(self) -> str:
@@ -112,16 +141,15 @@ class NormalCrafterPipeline:
     def encode_images(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Like ``encode_frames`` for (N, 3, H, W) float images in [0, 1] already
         on the device (training conditions on exactly what inference sees)."""
-        with self._timed("clip"):
+        with self._timed("clip"), self._resident(self.image_encoder):
             y = _resize_with_antialiasing(x * 2.0 - 1.0, (self._clip_size, self._clip_size))
             y = ((y + 1.0) / 2.0 - self._clip_mean) / self._clip_std
             emb = self.image_encoder(y.to(self.dtype)).image_embeds.unsqueeze(1)
         with self._timed("encode"):
-            rgb = x * 2.0 - 1.0
-            if self._encoder_fp32 is not None:
-                moments = self._encoder_fp32(rgb)
-            else:
-                moments = self.vae.quant_conv(self.vae.encoder(rgb.to(self.dtype)))
+            rgb = (x * 2.0 - 1.0).to(self.speed.encoder_dtype)
+            if self.speed.channels_last:
+                rgb = rgb.contiguous(memory_format=torch.channels_last)
+            moments = self._encoder_fn(rgb)
             # Posterior mode, unscaled, no noise augmentation (as released).
             latents = moments.chunk(2, dim=1)[0]
         return emb.to(self.dtype), latents.to(self.dtype)
@@ -133,7 +161,7 @@ class NormalCrafterPipeline:
         """One single-step prediction for a window: emb (F, 1, D), rgb_latents
         (F, 4, h, w), previous (n, 4, h, w) latents of the overlap or None.
         Returns (F, 4, h, w) normal latents, overlap blended."""
-        with self._timed("unet"):
+        with self._timed("unet"), self._resident(self.unet):
             sched = self.scheduler
             sched.set_timesteps(1, device=self.device)
             t = sched.timesteps[0]
@@ -142,7 +170,7 @@ class NormalCrafterPipeline:
                 latents[:, : previous.shape[0]] = previous
             model_in = torch.cat([sched.scale_model_input(latents, t), rgb_latents[None]], dim=2)
             time_ids = torch.tensor([ADDED_TIME_IDS], dtype=self.dtype, device=self.device)
-            out = self.unet(model_in, t, encoder_hidden_states=emb, added_time_ids=time_ids, return_dict=False)[0]
+            out = self._unet_fn(model_in, t, encoder_hidden_states=emb, added_time_ids=time_ids, return_dict=False)[0]
             latents = sched.step(out, t, latents).prev_sample
             if previous is not None:
                 n = previous.shape[0]
@@ -154,8 +182,16 @@ class NormalCrafterPipeline:
         """(n, 4, h, w) latents -> (n, 3, H, W) float32 in [-1, 1]."""
         with self._timed("decode"):
             z = latents.to(self.dtype) / self.vae.config.scaling_factor
-            img = self.vae.decode(z, num_frames=z.shape[0]).sample.float()
+            if self.speed.channels_last:
+                z = z.contiguous(memory_format=torch.channels_last)
+            # What AutoencoderKLTemporalDecoder.decode does, through the
+            # (possibly compiled) decoder: one clip of z.shape[0] frames.
+            indicator = torch.zeros(1, z.shape[0], dtype=z.dtype, device=z.device)
+            img = self._decoder_fn(z, image_only_indicator=indicator, num_frames=z.shape[0]).float()
             return (img / 2 + 0.5).clamp(0, 1) * 2 - 1
+
+    def _resident(self, module: torch.nn.Module):
+        return self._offload.resident(module) if self._offload is not None else contextlib.nullcontext()
 
     # -- the clip loop ------------------------------------------------------
     def stream(
@@ -175,7 +211,35 @@ class NormalCrafterPipeline:
         A decode chunk whose frames all satisfy ``skip`` is not decoded and
         yields nothing (resuming: the windows still run, since each feeds the
         next, but the costly decode of finished frames is saved).
+
+        With ``speed.overlap`` the loop runs in a worker thread up to two
+        decoded chunks ahead of the consumer, so whatever the consumer does
+        with a frame (writing a file) overlaps the device's work.
         """
+        chunks = self._chunks(frames, num_frames, window, stride, decode_chunk, should_stop, skip)
+        if self.speed.overlap:
+            chunks = background(chunks, depth=2)
+        for start, host, ready in chunks:
+            if ready is not None:
+                ready.synchronize()
+            # Views into the chunk's array, which they keep alive.
+            arrays = host.numpy()
+            for j in range(arrays.shape[0]):
+                yield start + j, arrays[j]
+
+    def _chunks(
+        self,
+        frames: Iterable[np.ndarray],
+        num_frames: int,
+        window: int,
+        stride: int,
+        decode_chunk: int,
+        should_stop: Callable[[], bool] | None,
+        skip: Callable[[int], bool] | None,
+    ) -> Iterator[tuple[int, torch.Tensor, torch.cuda.Event | None]]:
+        """The clip loop: yields ``(first index, (n, H, W, 3) float32 host
+        tensor, event)`` per decoded chunk; the host tensor is complete once
+        ``event`` (None when the copy was synchronous) has completed."""
         if decode_chunk < 1:
             raise ValueError("decode_chunk must be at least 1")
         windows = window_schedule(num_frames, window, stride)
@@ -192,21 +256,25 @@ class NormalCrafterPipeline:
             # Encode in chunks aligned to multiples of decode_chunk from frame 0,
             # as the release does: batch composition changes conv numerics.
             need = min(-(-win.end // decode_chunk) * decode_chunk, num_frames)
-            while read < need:
-                chunk = []
-                for _ in range(min(decode_chunk, need - read)):
-                    try:
-                        frame = next(source)
-                    except StopIteration:
-                        raise ValueError(f"the clip ended after {read + len(chunk)} of {num_frames} frames") from None
-                    if pad is None:
-                        pad = padding_for(*frame.shape[:2])
-                    chunk.append(pad_frame(frame, pad))
-                e, z = self.encode_frames(np.stack(chunk))
-                for j in range(e.shape[0]):
-                    emb_cache[read + j] = e[j]
-                    lat_cache[read + j] = z[j]
-                read += len(chunk)
+            with self._resident(self.image_encoder):
+                while read < need:
+                    t0 = time.perf_counter()
+                    chunk = []
+                    for _ in range(min(decode_chunk, need - read)):
+                        try:
+                            frame = next(source)
+                        except StopIteration:
+                            raise ValueError(f"the clip ended after {read + len(chunk)} of {num_frames} frames") from None
+                        if pad is None:
+                            pad = padding_for(*frame.shape[:2])
+                        chunk.append(pad_frame(frame, pad))
+                    batch = np.stack(chunk)
+                    self.times.read += time.perf_counter() - t0
+                    e, z = self.encode_frames(batch)
+                    for j in range(e.shape[0]):
+                        emb_cache[read + j] = e[j]
+                        lat_cache[read + j] = z[j]
+                    read += len(chunk)
             idx = range(win.start, win.end)
             previous = torch.stack([pred[i] for i in range(win.start, win.start + win.overlap)]) if win.overlap else None
             out = self.predict_window(
@@ -223,11 +291,21 @@ class NormalCrafterPipeline:
                 if skip is not None and all(skip(i) for i in range(decoded, end)):
                     decoded = end
                     continue
-                imgs = self.decode_chunk(torch.stack(latents))
-                imgs = unpad(imgs, pad).permute(0, 2, 3, 1).cpu().numpy()
-                for j in range(imgs.shape[0]):
-                    yield decoded + j, imgs[j]
+                imgs = unpad(self.decode_chunk(torch.stack(latents)), pad).permute(0, 2, 3, 1)
+                yield (decoded, *self._to_host(imgs))
                 decoded = end
+
+    def _to_host(self, imgs: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """Copy to host memory; on CUDA with overlap, asynchronously into
+        pinned memory, so the device goes on with the next window."""
+        imgs = imgs.contiguous()
+        if self.device.type != "cuda" or not self.speed.overlap:
+            return imgs.cpu(), None
+        host = torch.empty(imgs.shape, dtype=imgs.dtype, pin_memory=True)
+        host.copy_(imgs, non_blocking=True)
+        ready = torch.cuda.Event()
+        ready.record()
+        return host, ready
 
     def __call__(self, frames: np.ndarray, window: int = 14, stride: int = 10, decode_chunk: int = 7) -> np.ndarray:
         """Whole clip in, whole clip out: (F, H, W, 3) uint8 -> (F, H, W, 3) float32."""
@@ -242,15 +320,11 @@ class _StageTimer:
         self.pipe, self.stage = pipe, stage
 
     def __enter__(self) -> None:
-        import time
-
         if self.pipe.profile and self.pipe.device.type == "cuda":
             torch.cuda.synchronize(self.pipe.device)
         self.t0 = time.perf_counter()
 
     def __exit__(self, *exc) -> None:
-        import time
-
         if self.pipe.profile and self.pipe.device.type == "cuda":
             torch.cuda.synchronize(self.pipe.device)
         setattr(self.pipe.times, self.stage, getattr(self.pipe.times, self.stage) + time.perf_counter() - self.t0)

@@ -1,0 +1,217 @@
+"""How the pipeline runs on the hardware: none of this changes the algorithm.
+
+``Speed`` collects the choices. With ``Speed()`` (all automatic) an fp32
+pipeline runs exactly as the release does (the parity test holds it to
+that); fp16/bf16 pipelines, whose results already carry half-precision
+rounding, also get the layout and batching choices below, which change
+results only at that rounding level:
+
+* channels-last convolutions (NHWC: tensor-core friendly, and it makes the
+  UNet's (B, C, H, W) -> (B, H*W, C) reshapes free);
+* the VAE encoder in bf16 rather than fp32 in fp16 pipelines: the release
+  upcasts it only because fp16 overflows there, and bf16 has fp32's range;
+* cuDNN's per-shape algorithm search;
+* the decoder's per-frame layers run a few frames at a time, which bounds
+  its peak memory (the temporal layers still see the whole chunk).
+
+``compile`` (torch.compile of UNet, VAE encoder and decoder; minutes the
+first time) and ``offload`` (the low-memory mode) are opt-in.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Execution choices; ``None`` means automatic (see the module docstring)."""
+
+    channels_last: bool | None = None
+    # "fp32" (the release's choice for fp16 pipelines), "bf16", "fp16", or None.
+    encoder_dtype: str | None = None
+    compile: bool = False
+    # Run the clip loop in a worker thread, a few chunks ahead of the consumer
+    # (file writing then overlaps device work). Automatic: on with CUDA.
+    overlap: bool | None = None
+    # Low-memory mode: UNet and image encoder weights stay in pinned host
+    # memory and are copied to the device only while they run.
+    offload: bool = False
+    # Frames per call of the decoder's per-frame layers; 0 = the whole chunk.
+    decode_split: int | None = None
+    cudnn_benchmark: bool | None = None
+
+    def resolve(self, device: torch.device, dtype: torch.dtype, force_upcast: bool) -> "Resolved":
+        half = dtype != torch.float32
+        cuda = device.type == "cuda"
+        if self.encoder_dtype is not None:
+            if self.encoder_dtype not in _DTYPES:
+                raise ValueError(f"encoder_dtype must be one of {', '.join(_DTYPES)}, got {self.encoder_dtype!r}")
+            enc = _DTYPES[self.encoder_dtype]
+        elif dtype == torch.float16 and force_upcast:
+            enc = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+        else:
+            enc = dtype
+        if self.compile and not hasattr(torch, "compile"):
+            raise ValueError("this PyTorch has no torch.compile")
+        return Resolved(
+            channels_last=half if self.channels_last is None else self.channels_last,
+            encoder_dtype=enc,
+            compile=self.compile and not self.offload,
+            overlap=cuda if self.overlap is None else self.overlap,
+            offload=self.offload,
+            decode_split=(1 if half and cuda else 0) if self.decode_split is None else self.decode_split,
+            cudnn_benchmark=(cuda and half) if self.cudnn_benchmark is None else self.cudnn_benchmark,
+        )
+
+
+@dataclass(frozen=True)
+class Resolved:
+    channels_last: bool
+    encoder_dtype: torch.dtype
+    compile: bool
+    overlap: bool
+    offload: bool
+    decode_split: int
+    cudnn_benchmark: bool
+
+
+def to_channels_last(module: torch.nn.Module) -> None:
+    """NHWC (NDHWC for 3-D) weights for every convolution; activations follow."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        elif isinstance(m, torch.nn.Conv3d):
+            m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
+
+
+def split_frames(module: torch.nn.Module, frames: int) -> None:
+    """Make ``module`` (a per-frame layer taking (N, C, H, W) first) run on
+    at most ``frames`` frames at a time, writing into one preallocated output:
+    the same result with a fraction of its temporary memory. Patched on the
+    instance, so weights and state-dict keys are untouched."""
+    inner = module.forward
+
+    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        n = x.shape[0]
+        if n <= frames:
+            return inner(x, *args, **kwargs)
+        first = inner(x[:frames], *args, **kwargs)
+        nhwc = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+        out = torch.empty(
+            (n, *first.shape[1:]), dtype=first.dtype, device=first.device,
+            memory_format=torch.channels_last if nhwc else torch.contiguous_format,
+        )
+        out[:frames] = first
+        del first
+        for i in range(frames, n, frames):
+            out[i : i + frames] = inner(x[i : i + frames], *args, **kwargs)
+        return out
+
+    module.forward = forward
+
+
+def split_decoder(decoder: torch.nn.Module, frames: int) -> None:
+    """Apply ``split_frames`` to the per-frame layers of the temporal decoder's
+    two largest levels (the spatial half of each resnet, and the upsamplers
+    that produce them): that is where its memory peaks."""
+    blocks = list(decoder.up_blocks)
+    for block in blocks[-2:]:
+        for resnet in block.resnets:
+            split_frames(resnet.spatial_res_block, frames)
+    for block in blocks[-3:-1]:
+        for up in block.upsamplers or ():
+            split_frames(up, frames)
+
+
+class ShapeRouted:
+    """Use the compiled ``fast`` callable for calls whose frame count is
+    ``frames`` (the window or chunk size that nearly every call has) and the
+    eager ``slow`` one otherwise: a clip's short tail never waits for a
+    recompile. Sizes (H, W) are dynamic in ``fast``, so one compile serves
+    every resolution. If compilation itself fails, the eager callable takes
+    over for good (``failure`` says why): slower, never wrong."""
+
+    def __init__(self, fast: Callable, slow: Callable, frame_dim: int) -> None:
+        self.fast, self.slow, self.frame_dim = fast, slow, frame_dim
+        self.frames: int | None = None
+        self.failure: str | None = None
+
+    def __call__(self, x: torch.Tensor, *args, **kwargs):
+        n = x.shape[self.frame_dim]
+        if self.frames is None:
+            self.frames = n
+        if n != self.frames or self.failure is not None:
+            return self.slow(x, *args, **kwargs)
+        try:
+            return self.fast(x, *args, **kwargs)
+        except _compile_errors() as exc:
+            self.failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            warnings.warn(f"torch.compile failed, running eagerly: {self.failure}", RuntimeWarning, stacklevel=2)
+            return self.slow(x, *args, **kwargs)
+
+
+def _compile_errors() -> tuple[type[BaseException], ...]:
+    import torch._dynamo.exc
+
+    errors: list[type[BaseException]] = [torch._dynamo.exc.TorchDynamoException]
+    try:
+        from torch._inductor.exc import InductorError
+
+        errors.append(InductorError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def compiled(module: torch.nn.Module, frame_dim: int = 0) -> ShapeRouted:
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
+    # 1x1 convolutions of channels-last tensors are plain matrix products.
+    inductor_config.conv_1x1_as_mm = True
+    return ShapeRouted(torch.compile(module, dynamic=True), module, frame_dim)
+
+
+class Offloader:
+    """Keeps modules' weights in pinned host memory and puts them on the
+    device only inside ``resident(module)``: copies one way (the weights do
+    not change), so leaving costs nothing."""
+
+    def __init__(self, device: torch.device, modules: list[torch.nn.Module]) -> None:
+        self.device = device
+        self._host: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._depth: dict[int, int] = {}
+        pin = device.type == "cuda"
+        for module in modules:
+            module.to("cpu")
+            pairs = []
+            for t in list(module.parameters()) + list(module.buffers()):
+                host = t.data.pin_memory() if pin else t.data
+                t.data = host
+                pairs.append((t, host))
+            self._host[id(module)] = pairs
+
+    @contextmanager
+    def resident(self, module: torch.nn.Module) -> Iterator[None]:
+        key = id(module)
+        pairs = self._host.get(key)
+        if pairs is None or self._depth.get(key, 0):
+            yield
+            return
+        for t, host in pairs:
+            t.data = host.to(self.device, non_blocking=True)
+        self._depth[key] = 1
+        try:
+            yield
+        finally:
+            self._depth[key] = 0
+            for t, host in pairs:
+                t.data = host

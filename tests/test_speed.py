@@ -1,0 +1,113 @@
+"""Execution choices (accel.Speed) and host/device overlap (overlap.py): they
+change how the pipeline runs, never what it computes beyond rounding."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from normalcrafter.accel import Speed
+from normalcrafter.model.loading import load_components
+from normalcrafter.overlap import BackgroundWriter, background
+from normalcrafter.pipeline import NormalCrafterPipeline
+
+
+def clip(n, h=40, w=72, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model):
+    frames = clip(23)
+    pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32)
+    return frames, pipe(frames, window=8, stride=6, decode_chunk=5)
+
+
+def test_fp32_defaults_keep_the_release_path():
+    sp = Speed().resolve(torch.device("cpu"), torch.float32, force_upcast=True)
+    assert not sp.channels_last and not sp.compile and not sp.overlap and not sp.offload
+    assert sp.decode_split == 0 and sp.encoder_dtype == torch.float32 and not sp.cudnn_benchmark
+    # fp16 without a bf16-capable GPU keeps the release's fp32 encoder.
+    assert Speed().resolve(torch.device("cpu"), torch.float16, True).encoder_dtype == torch.float32
+    assert Speed(encoder_dtype="bf16").resolve(torch.device("cpu"), torch.float16, True).encoder_dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="encoder_dtype"):
+        Speed(encoder_dtype="fp8").resolve(torch.device("cpu"), torch.float16, True)
+
+
+def test_overlapped_stream_is_bit_identical(tiny_model, reference):
+    frames, ref = reference
+    pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32, Speed(overlap=True))
+    out = pipe(frames, window=8, stride=6, decode_chunk=5)
+    assert np.array_equal(out, ref)
+
+
+def test_layout_and_split_decoder_change_only_rounding(tiny_model, reference):
+    frames, ref = reference
+    speed = Speed(channels_last=True, decode_split=2, offload=True)
+    pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32, speed)
+    assert pipe.speed.offload and pipe.speed.decode_split == 2
+    out = pipe(frames, window=8, stride=6, decode_chunk=5)
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() < 1e-4
+
+
+def test_background_yields_in_order_and_reraises():
+    assert list(background(iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise KeyError("boom")
+
+    got = []
+    with pytest.raises(KeyError, match="boom"):
+        for x in background(failing()):
+            got.append(x)
+    assert got == [1]
+
+
+def test_background_stops_its_worker_when_the_consumer_stops():
+    produced = []
+    closed = threading.Event()
+
+    def endless():
+        try:
+            i = 0
+            while True:
+                produced.append(i)
+                yield i
+                i += 1
+        finally:
+            closed.set()
+
+    stream = background(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()
+    assert closed.wait(5)
+    # bounded read-ahead: the worker never ran far ahead of the consumer
+    assert len(produced) <= 3 + 2 + 1
+
+
+def test_background_writer_reports_in_order_and_raises_first_error():
+    done = []
+
+    def slow(i):
+        time.sleep(0.02 * (5 - i))
+        return i
+
+    with BackgroundWriter(workers=3, pending=4) as w:
+        for i in range(5):
+            w.submit(slow, i, then=done.append)
+    assert done == list(range(5))
+
+    def bad(i):
+        if i == 2:
+            raise OSError("disk full")
+        return i
+
+    w = BackgroundWriter(workers=2)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(6):
+            w.submit(bad, i)
+        w.close()
+    w.abort()
