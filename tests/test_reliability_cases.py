@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -51,6 +52,28 @@ class Case:
     def job(self) -> dict:
         return {"input": str(self.input), "output_dir": str(self.output), "model": str(self.model),
                 **FAST, **self.settings}
+
+
+def sandbox_env(root: Path) -> dict[str, str]:
+    """Environment for worker and CLI processes: no network, an empty hub
+    cache, logs in tmp, and one torch thread (two threads on a busy 2-core
+    machine run the tiny model many times slower, spinning against each other)."""
+    return {"HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"), "NORMALCRAFTER_LOG_DIR": str(root / "logs"),
+            "OMP_NUM_THREADS": "1"}
+
+
+@contextmanager
+def one_torch_thread():
+    """This process's torch on one thread, as the worker and CLI processes run
+    (the thread count may change float sums, and outputs are compared bitwise)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 # -- media ---------------------------------------------------------------------
@@ -187,7 +210,8 @@ def _pickle_weights(model: Path) -> None:
 
 
 def _bad_config(model: Path) -> None:
-    (model / "scheduler" / "scheduler_config.json").write_text('{"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": "many"}')
+    config = {"_class_name": "EulerDiscreteScheduler", "num_train_timesteps": "many"}
+    (model / "scheduler" / "scheduler_config.json").write_text(json.dumps(config))
 
 
 # -- the cases -------------------------------------------------------------------
@@ -228,7 +252,8 @@ def bad_cases(root: Path, tiny_model: Path) -> dict[str, Case]:
         "missing": case("missing", d["missing"] / "nope.mp4", "input_unreadable", "no such file"),
         "empty": case("empty", d["empty"] / "empty.mp4", "input_unreadable", "empty"),
         "truncated": case("truncated", d["truncated"] / "cut.mp4", "input_unreadable", "truncated"),
-        "random_bytes": case("random_bytes", d["random_bytes"] / "noise.mov", "input_unreadable", "not a readable video"),
+        "random_bytes": case("random_bytes", d["random_bytes"] / "noise.mov", "input_unreadable",
+                             "not a readable video"),
         # Fails where the decoder meets the damage, after the frames before it.
         "damaged": case("damaged", damaged_mp4(d["damaged"] / "damaged.mp4"), "input_unreadable", "at frame"),
         "no_frames_video": case("no_frames_video", header_only_mkv(d["no_frames_video"] / "none.mkv"),

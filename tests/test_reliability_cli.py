@@ -19,7 +19,8 @@ import pytest
 
 from normalcrafter.cli import main
 from test_reliability_cases import (
-    FAST, assert_odd_case_output, assert_one_line, assert_only_complete_outputs, bad_cases, odd_cases,
+    FAST, assert_odd_case_output, assert_one_line, assert_only_complete_outputs, bad_cases, odd_cases, one_torch_thread,
+    sandbox_env,
 )
 
 PREFIX = "normalcrafter estimate: error:"
@@ -33,6 +34,17 @@ def bad(tmp_path_factory, tiny_model):
 @pytest.fixture(scope="module")
 def odd(tmp_path_factory, tiny_model):
     return odd_cases(tmp_path_factory.mktemp("odd"), tiny_model)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    return {**os.environ, **sandbox_env(tmp_path_factory.mktemp("env"))}
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, list[str]]:
@@ -84,15 +96,11 @@ def test_a_range_past_the_end_is_said(odd, capsys, tmp_path):
     assert rc == 0 and "warning: frames 0:50 were asked for, but the input has 1; estimating 0:1" in lines
 
 
-def cli_process(args: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "normalcrafter", "estimate", "-q", *map(str, args)],
-                          capture_output=True, text=True, timeout=300, **kw)
-
-
-def test_the_command_exits_2_with_the_line_and_no_traceback(bad):
+def test_the_command_exits_2_with_the_line_and_no_traceback(bad, env):
     """The real process on a failure after the model loaded (mid-clip damage)."""
     case = bad["damaged"]
-    r = cli_process(case.cli_args())
+    r = subprocess.run([sys.executable, "-m", "normalcrafter", "estimate", "-q", *case.cli_args()],
+                       capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(PREFIX)
     assert_one_line(r.stderr.strip().splitlines()[-1], case)
@@ -119,7 +127,7 @@ def tmpfs_allowed() -> bool:
     return probe.returncode == 0
 
 
-def run_on_full_disk(args: list[str], out: Path, how: str) -> subprocess.CompletedProcess:
+def run_on_full_disk(args: list[str], out: Path, how: str, env: dict) -> subprocess.CompletedProcess:
     """The job twice (EXR frames, one NPY array) into a folder that runs out of space.
 
     ``tmpfs``: a 48 KiB file system, mounted in a private namespace; its files
@@ -132,7 +140,7 @@ def run_on_full_disk(args: list[str], out: Path, how: str) -> subprocess.Complet
         keep.mkdir()
         script = 'mount -t tmpfs -o size=48k tmpfs "$0" || exit 99; "$@"; rc=$?; cp -a "$0"/. "$KEEP"/; exit $rc'
         r = subprocess.run(["unshare", "-rm", "sh", "-c", script, str(out), *cmd], capture_output=True, text=True,
-                           timeout=300, env={**os.environ, "KEEP": str(keep)})
+                           timeout=600, env={**env, "KEEP": str(keep)})
         shutil.rmtree(out)
         keep.rename(out)
         return r
@@ -141,11 +149,11 @@ def run_on_full_disk(args: list[str], out: Path, how: str) -> subprocess.Complet
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, preexec_fn=limit, env=env)
 
 
 @pytest.mark.parametrize("how", ["tmpfs", "rlimit"])
-def test_full_disk_is_a_clean_error_and_keeps_only_complete_frames(how, tiny_model, tmp_path):
+def test_full_disk_is_a_clean_error_and_keeps_only_complete_frames(how, tiny_model, env, tmp_path):
     if how == "tmpfs" and not tmpfs_allowed():
         pytest.skip("no mount namespace here; the rlimit variant covers the write failure")
     from media import moving_clip, write_video
@@ -154,7 +162,7 @@ def test_full_disk_is_a_clean_error_and_keeps_only_complete_frames(how, tiny_mod
     out = tmp_path / "disk"
     out.mkdir()
     args = [clip, "--model", tiny_model, *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in FAST.items()), [])]
-    r = run_on_full_disk(list(map(str, args)), out, how)
+    r = run_on_full_disk(list(map(str, args)), out, how, env)
     assert "Traceback" not in r.stderr and r.returncode != 99, r.stderr
     assert r.stdout.split() == ["exr", "2", "npy", "2"], (r.stdout, r.stderr)
     errors = [line for line in r.stderr.splitlines() if line.startswith(PREFIX)]

@@ -27,7 +27,7 @@ import pytest
 
 from media import moving_clip, write_video
 from normalcrafter.worker.client import WorkerClient, WorkerError
-from test_reliability_cases import FAST, assert_only_complete_outputs, read_exr_fully
+from test_reliability_cases import FAST, assert_only_complete_outputs, one_torch_thread, read_exr_fully, sandbox_env
 
 SEED = 20250917
 N_FRAMES = 12
@@ -37,8 +37,7 @@ WAIT_S = 600
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("worker-env")
-    return {"HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"), "NORMALCRAFTER_LOG_DIR": str(root / "logs")}
+    return sandbox_env(tmp_path_factory.mktemp("worker-env"))
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +52,9 @@ def reference(tmp_path_factory, clip, tiny_model) -> tuple[dict[int, np.ndarray]
 
     out = tmp_path_factory.mktemp("reference")
     started = {}
-    result = run_estimate(clip, out, EstimateSettings(model=str(tiny_model), **FAST),
-                          on_event=lambda e: started.setdefault(e.get("stage"), time.monotonic()))
+    with one_torch_thread():
+        result = run_estimate(clip, out, EstimateSettings(model=str(tiny_model), **FAST),
+                              on_event=lambda e: started.setdefault(e.get("stage"), time.monotonic()))
     estimating_s = time.monotonic() - started["estimating"]
     assert result["frames"] == N_FRAMES
     return {n: read_exr_fully(out / f"normal.{n:05d}.exr") for n in range(N_FRAMES)}, estimating_s
@@ -83,7 +83,8 @@ def kill_worker_once(sandbox: dict, job: dict, moment: tuple[str, float]) -> boo
     timer: list[threading.Timer] = []
 
     def on_event(event: dict) -> None:
-        armed = (anchor == "time" and event.get("stage") == "estimating") or (anchor == "file" and event["type"] == "file")
+        armed = ((anchor == "time" and event.get("stage") == "estimating")
+                 or (anchor == "file" and event["type"] == "file"))
         if armed and not timer:
             timer.append(threading.Timer(delay, os.kill, (pid, signal.SIGKILL)))
             timer[0].start()
@@ -103,10 +104,10 @@ def kill_worker_once(sandbox: dict, job: dict, moment: tuple[str, float]) -> boo
     return finished
 
 
-def kill_cli_once(args: list[str], delay: float) -> bool:
+def kill_cli_once(args: list[str], env: dict, delay: float) -> bool:
     """Run the command and SIGKILL it ``delay`` s after it starts estimating."""
     proc = subprocess.Popen([sys.executable, "-m", "normalcrafter", "estimate", *args], stderr=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.DEVNULL, text=True, env={**os.environ, **env})
     timer = None
     for line in proc.stderr:
         if " frames at " in line and timer is None:  # the "estimating" stage line
@@ -128,7 +129,7 @@ def kill_chain(kills: int, sandbox: dict, clip: Path, model: Path, reference, ou
     log = {"killed": 0, "finished_early": 0, "kept": []}
     for i in range(kills):
         if i % 3 == 2:
-            finished = kill_cli_once(cli_args, rng.uniform(0, 1.2 * estimating_s))
+            finished = kill_cli_once(cli_args, sandbox, rng.uniform(0, 1.2 * estimating_s))
         elif rng.random() < 0.5:
             finished = kill_worker_once(sandbox, job, ("time", rng.uniform(0, 1.2 * estimating_s)))
         else:

@@ -17,14 +17,13 @@ from hypothesis import strategies as st
 from normalcrafter.worker.client import WorkerClient, WorkerError
 from normalcrafter.worker.protocol import MAX_LINE_BYTES, ProtocolError, decode_request
 from test_reliability_cases import (
-    assert_odd_case_output, assert_one_line, assert_only_complete_outputs, bad_cases, odd_cases,
+    assert_odd_case_output, assert_one_line, assert_only_complete_outputs, bad_cases, odd_cases, sandbox_env,
 )
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("worker-env")
-    return {"HF_HUB_OFFLINE": "1", "HF_HOME": str(root / "hf"), "NORMALCRAFTER_LOG_DIR": str(root / "logs")}
+    return sandbox_env(tmp_path_factory.mktemp("worker-env"))
 
 
 @pytest.fixture(scope="module")

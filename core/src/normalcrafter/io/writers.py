@@ -89,16 +89,18 @@ class NpyWriter:
     def __init__(self, path: Path, count: int, height: int, width: int) -> None:
         self.path = path
         self.tmp = temp_name(path)
-        self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32, shape=(count, height, width, 3))
-        if hasattr(os, "posix_fallocate"):
-            # Reserve the blocks now: a memory map that meets a full disk
-            # later kills the process with SIGBUS instead of raising.
-            try:
+        self.array = None
+        try:
+            self.array = np.lib.format.open_memmap(self.tmp, mode="w+", dtype=np.float32,
+                                                   shape=(count, height, width, 3))
+            if hasattr(os, "posix_fallocate"):
+                # Reserve the blocks now: a memory map that meets a full disk
+                # later kills the process with SIGBUS instead of raising.
                 with open(self.tmp, "rb+") as f:
                     os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
-            except OSError:
-                self.abort()
-                raise
+        except OSError:
+            self.abort()
+            raise
 
     def put(self, index: int, normals: np.ndarray) -> None:
         self.array[index] = normals
