@@ -211,6 +211,13 @@ def _prepare_output(folder: Path, src: FrameSource, identity: dict, shared: bool
                 f"{folder} holds frames of another job ({diff}); use another output folder or empty this one",
             )
         return old
+    if any(folder.glob("normal.*")) or (folder / "normals.npy").exists():
+        # Every job writes its manifest before its first frame, so these frames
+        # are of unknown origin: counting them as done could mix two jobs.
+        raise NormalCrafterError(
+            errors.OUTPUT_CONFLICT,
+            f"{folder} holds normal frames but no {MANIFEST}; use another output folder or empty this one",
+        )
     try:
         atomic_write_bytes(manifest_path, (json.dumps(identity, indent=2) + "\n").encode())
     except OSError as exc:  # a disk that fills up after the probe

@@ -85,7 +85,7 @@ class DINOv2(SemanticEncoder):
         from transformers import AutoModel
 
         try:
-            self.model = AutoModel.from_pretrained(source)
+            self.model = AutoModel.from_pretrained(source, use_safetensors=True)
         except OSError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise NormalCrafterError(errors.MODEL_MISSING, f"cannot load semantic encoder {source}: {first}") from None
