@@ -18,8 +18,9 @@ from normalcrafter.job import EstimateSettings, run_estimate
 ray = pytest.importorskip("ray")
 
 # Test tolerance against the sequential run, documented in docs/farm.md: the
-# worst case, a context of 4 frames (one window hop), measured on these
-# clips at max 0.008 and mean 0.2 degrees.
+# worst case, a context of 4 frames (the chunk's first window touches the
+# cut), measured on these clips at a largest component difference of 0.010
+# and at most 0.19 degrees mean per frame.
 MAX_ABS, MEAN_DEG = 0.02, 0.5
 CONTEXT = 4
 
@@ -64,7 +65,7 @@ def test_two_shots_in_one_job_match_their_sequential_runs(cluster, shots, tiny_m
     root, inputs, refs = shots
     out = root / "job"
     rc = main(["farm", *inputs, "-o", str(out), "--model", str(tiny_model), "--chunk", "10",
-               "--context", str(CONTEXT), "--workers", "3"])
+               "--context", str(CONTEXT), "--workers", "2"])
     assert rc == 0
     assert "done: 50 frames of 2 shot(s)" in capsys.readouterr().err
     for name in ("clip", "plate"):

@@ -177,12 +177,11 @@ def run_farm(
         Board, ChunkWorker = _worker_classes()
         board = Board.remote()
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        if options.workers:
-            count = options.workers
-        elif gpus:
-            count = gpus
+        if gpus:
+            # More GPU workers than GPUs would wait for a GPU forever.
+            count = min(options.workers or gpus, gpus)
         else:
-            count = max(1, int(ray.cluster_resources().get("CPU", 1)) // options.cpus_per_worker)
+            count = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // options.cpus_per_worker)
         count = min(count, len(todo))
         resources = {"num_gpus": 1, "num_cpus": options.cpus_per_worker} if gpus else {"num_cpus": options.cpus_per_worker}
         actors = [
