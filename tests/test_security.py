@@ -107,7 +107,7 @@ def unsafe_load_findings(tree: ast.AST) -> list[str]:
             if name.endswith("torch.load") and not is_true(keyword(node, "weights_only")):
                 found.append(f"torch.load without weights_only=True {where}")
             allow_pickle = keyword(node, "allow_pickle")
-            if allow_pickle is not None and not (isinstance(allow_pickle, ast.Constant) and allow_pickle.value is False):
+            if allow_pickle is not None and ast.unparse(allow_pickle) != "False":
                 found.append(f"{name}(allow_pickle=...) {where}")
             if is_true(keyword(node, "trust_remote_code")):
                 found.append(f"trust_remote_code=True {where}")
