@@ -176,3 +176,20 @@ def test_full_disk_is_a_clean_error_and_keeps_only_complete_frames(how, tiny_mod
         assert 1 <= len(written) < 12  # the disk filled up part-way through
     assert not (out / "npy" / "normals.npy").exists()
     assert not [p for p in (out / "npy").iterdir() if p.name.endswith(".part")]
+
+
+def test_a_re_rendered_plate_does_not_resume_into_old_frames(tiny_model, tmp_path, capsys):
+    """Same file names, count and size, new pixels: the finished frames belong
+    to the old plate, so a resume is refused rather than mixed."""
+    import numpy as np
+
+    from test_reliability_cases import image_sequence, write_image
+
+    plate = image_sequence(tmp_path / "plate", [1, 2, 3])
+    args = [str(plate), "-o", str(tmp_path / "out"), "--model", str(tiny_model),
+            *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in FAST.items()), [])]
+    assert run_cli(args, capsys)[0] == 0
+    (tmp_path / "out" / "normal.00003.exr").unlink()  # as if killed before the last frame
+    write_image(plate / "plate.0002.png", np.full((40, 56, 3), 200, np.uint8))
+    rc, lines = run_cli(args, capsys)
+    assert rc == 2 and "the input file changed" in lines[-1], lines

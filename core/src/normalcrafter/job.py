@@ -165,12 +165,15 @@ class PipelineCache:
 
 
 def _input_identity(src: FrameSource) -> dict:
-    st = src.path.stat() if src.path.exists() else None
+    # A sequence is its files: a re-rendered plate must not resume into frames
+    # estimated from the old one.
+    files = src._files if src.kind == "sequence" else [src.path]
+    stats = [f.stat() for f in files if f.exists()]
     return {
         "path": str(src.path.resolve()),
         "kind": src.kind,
-        "bytes": st.st_size if st and src.kind != "sequence" else None,
-        "mtime_ns": st.st_mtime_ns if st and src.kind != "sequence" else None,
+        "bytes": sum(st.st_size for st in stats) if stats else None,
+        "mtime_ns": max(st.st_mtime_ns for st in stats) if stats else None,
         "frames": [src.numbers[0], src.numbers[-1], len(src.numbers)],
         "size": list(src.source_size),
     }
