@@ -297,7 +297,7 @@ def odd_cases(root: Path, tiny_model: Path) -> dict[str, Case]:
         return Case(inp, root / name / "out", tiny_model, None, words, settings, frames, size)
 
     for name in ("one_frame", "odd_size", "large", "gray", "rgba", "deep", "float_tiff", "float_exr", "gray_video",
-                 "deep_video", "vfr", "lying_avi", "gaps", "hostile_path"):
+                 "deep_video", "vfr", "lying_avi", "gaps", "hostile_path", "output_in_input"):
         (root / name).mkdir(parents=True)
     hostile = root / "hostile_path" / HOSTILE_DIR
     hostile.mkdir()
@@ -325,6 +325,10 @@ def odd_cases(root: Path, tiny_model: Path) -> dict[str, Case]:
                           "states 500 frames but holds 4"),
         "gaps": case("gaps", image_sequence(root / "gaps" / "seq", [1, 2, 5, 6, 9]), [1, 2, 5, 6, 9], (40, 56),
                      "skips 4 frame number(s)", "first missing is 3"),
+        # The output folder inside the sequence's folder: never read back as input.
+        "output_in_input": Case(image_sequence(root / "output_in_input" / "seq", [1, 2]),
+                                root / "output_in_input" / "seq" / "normals", tiny_model, None, (), {}, [1, 2],
+                                (40, 56)),
         "hostile_path": Case(write_video(hostile / "clip #2 $HOME.mp4", moving_clip(3, H, W)), hostile / "out $(id)",
                              tiny_model, None, (), {}, [0, 1, 2], (H, W)),
     }

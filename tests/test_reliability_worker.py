@@ -66,7 +66,7 @@ def test_every_bad_input_is_an_error_event_with_its_code(worker, bad):
 
 @pytest.mark.parametrize("name", [
     "one_frame", "odd_size", "large", "gray", "rgba", "deep", "float_tiff", "float_exr", "gray_video", "deep_video",
-    "vfr", "lying_avi", "gaps", "hostile_path",
+    "vfr", "lying_avi", "gaps", "hostile_path", "output_in_input",
 ])
 def test_odd_input_is_estimated_whole_and_explained(name, worker, odd):
     case = odd[name]
@@ -74,6 +74,9 @@ def test_odd_input_is_estimated_whole_and_explained(name, worker, odd):
     assert error is None, error and error.message
     assert_odd_case_output(case, [e["message"] for e in events if e["type"] == "warning"])
     assert sorted(done["result"]["files"]) == [str(case.output / f"normal.{n:05d}.exr") for n in case.frames]
+    # Run again: everything is found done (the outputs are not read back as input, the numbers match).
+    again, error, _ = run_job(worker, case.job())
+    assert error is None and again["result"]["frames"] == 0 and again["result"]["skipped"] == len(case.frames)
 
 
 @pytest.mark.parametrize("field, value, fragment", [
