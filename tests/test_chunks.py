@@ -9,7 +9,9 @@ from hypothesis import strategies as st
 from media import moving_clip, write_sequence
 from normalcrafter.chunks import chunk_ranges, cut_points, plan_chunk
 from normalcrafter.cli import main
+from normalcrafter.errors import NormalCrafterError
 from normalcrafter.io.writers import read_exr_normals
+from normalcrafter.job import EstimateSettings
 from normalcrafter.model.loading import load_components
 from normalcrafter.pipeline import NormalCrafterPipeline
 from normalcrafter.windows import final_frontier, window_schedule
@@ -60,6 +62,16 @@ def test_a_chunk_runs_the_clips_own_windows(n, data, window, stride, dc, context
     assert plan.decode_start % dc == 0 and (plan.decode_end % dc == 0 or plan.decode_end == n)
     assert plan.read_start % dc == 0 and plan.read_start <= plan.windows[0].start
     assert plan.read_end >= plan.windows[-1].end and (plan.read_end % dc == 0 or plan.read_end == n)
+
+
+def test_context_is_a_job_setting():
+    s = EstimateSettings.from_dict({"frames": [14, 30], "context": 40})
+    assert s.context == 40 and s.identity("m")["context"] == 40 and s.identity("m")["frames"] is None
+    assert "context" not in EstimateSettings(frames=(14, 30)).identity("m")  # plain runs keep their identity
+    for bad in ({"context": -1}, {"context": "4"}, {"context": 4, "format": "npy"}, {"context": 4, "preview": True}):
+        with pytest.raises(NormalCrafterError) as err:
+            EstimateSettings.from_dict(bad)
+        assert err.value.code == "bad_request"
 
 
 def test_invalid_chunks_are_refused():

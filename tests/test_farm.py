@@ -10,7 +10,7 @@ import pytest
 from media import moving_clip, write_sequence, write_video
 from normalcrafter.cli import main
 from normalcrafter.evaluation.metrics import angular_error
-from normalcrafter.farm.engine import FARM_RECORD, FarmOptions, run_farm
+from normalcrafter.farm.engine import FARM_RECORD, FarmOptions, run_farm, worker_plan
 from normalcrafter.farm.plan import plan_job
 from normalcrafter.io.writers import read_exr_normals
 from normalcrafter.job import EstimateSettings, run_estimate
@@ -111,3 +111,11 @@ def test_a_folder_of_another_job_is_refused_before_any_work(shots, tiny_model, c
     root, inputs, _ = shots
     rc = main(["farm", inputs[0], "-o", str(root / "seq-clip"), "--model", str(tiny_model)])
     assert rc == 2 and "holds frames of another job" in capsys.readouterr().err
+
+
+def test_one_worker_per_gpu_of_the_whole_cluster():
+    eight_gpus = {"GPU": 8.0, "CPU": 64.0}
+    assert worker_plan(eight_gpus, FarmOptions(), 100) == (8, {"num_gpus": 1, "num_cpus": 1})
+    assert worker_plan(eight_gpus, FarmOptions(workers=20), 100)[0] == 8  # never waits for a 9th GPU
+    assert worker_plan(eight_gpus, FarmOptions(), 3)[0] == 3  # never more workers than chunks
+    assert worker_plan({"CPU": 16.0}, FarmOptions(cpus_per_worker=4), 100) == (4, {"num_cpus": 4})

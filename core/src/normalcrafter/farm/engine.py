@@ -145,6 +145,21 @@ def _worker_classes():
     return Board, ChunkWorker
 
 
+def worker_plan(cluster: dict[str, float], options: FarmOptions, chunks: int) -> tuple[int, dict]:
+    """How many workers and what each holds: one GPU each when the cluster
+    has GPUs (all of them, on every node), else ``cpus_per_worker`` cores;
+    never more workers than chunks."""
+    gpus = int(cluster.get("GPU", 0))
+    if gpus:
+        # More GPU workers than GPUs would wait for a GPU forever.
+        count = min(options.workers or gpus, gpus)
+        resources = {"num_gpus": 1, "num_cpus": options.cpus_per_worker}
+    else:
+        count = options.workers or max(1, int(cluster.get("CPU", 1)) // options.cpus_per_worker)
+        resources = {"num_cpus": options.cpus_per_worker}
+    return min(count, chunks), resources
+
+
 def chunk_settings(settings: EstimateSettings, chunk: Chunk) -> dict:
     data = dataclasses.asdict(settings)
     data["frames"] = [chunk.start, chunk.end]
@@ -176,17 +191,10 @@ def run_farm(
     if todo:
         Board, ChunkWorker = _worker_classes()
         board = Board.remote()
-        gpus = int(ray.cluster_resources().get("GPU", 0))
-        if gpus:
-            # More GPU workers than GPUs would wait for a GPU forever.
-            count = min(options.workers or gpus, gpus)
-        else:
-            count = options.workers or max(1, int(ray.cluster_resources().get("CPU", 1)) // options.cpus_per_worker)
-        count = min(count, len(todo))
-        resources = {"num_gpus": 1, "num_cpus": options.cpus_per_worker} if gpus else {"num_cpus": options.cpus_per_worker}
+        count, resources = worker_plan(ray.cluster_resources(), options, len(todo))
         actors = [
             ChunkWorker.options(**resources, max_restarts=options.max_retries, max_task_retries=options.max_retries)
-            .remote(board, 0 if gpus else options.cpus_per_worker)
+            .remote(board, 0 if resources.get("num_gpus") else options.cpus_per_worker)
             for _ in range(count)
         ]
         progress.workers = count
