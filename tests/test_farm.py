@@ -92,7 +92,8 @@ def test_a_worker_killed_mid_chunk_is_retried_and_the_shot_completes(cluster, sh
     progress = run_farm(job, settings(tiny_model), FarmOptions(workers=2, poll_s=0.05), on_update=kill_a_busy_worker)
     assert killed, "no chunk was seen mid-way"
     assert progress.chunks[killed[0]].attempts == 2 and progress.retries >= 1
-    assert progress.done == progress.total == 30
+    assert progress.done == progress.total == 30 and progress.shots_done == 1
+    assert (out / FARM_RECORD).exists()
     assert_matches(out, refs["clip"])
 
 
@@ -103,7 +104,7 @@ def test_chunks_already_on_disk_are_skipped(cluster, shots, tiny_model):
                     FarmOptions()).workers == 0
     (out / "normal.00020.exr").unlink()
     progress = run_farm(plan_job(inputs[:1], out, settings(tiny_model), 15), settings(tiny_model), FarmOptions())
-    assert progress.workers == 1 and list(progress.chunks) == ["0:14:30"]
+    assert progress.workers == 1 and list(progress.chunks) == ["0:14:30"] and progress.shots_done == 1
     assert_matches(out, refs["clip"])
 
 

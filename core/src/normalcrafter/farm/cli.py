@@ -73,7 +73,7 @@ class FarmDisplay:
             self.bar = tqdm(total=p.total, initial=p.done, unit="frame", file=sys.stderr, dynamic_ncols=True)
         self.bar.update(p.done - self.bar.n)
         self.bar.set_postfix_str(
-            f"{p.running}/{p.workers} workers busy, {sum(c.done for c in p.chunks.values())} chunks done"
+            f"shots {p.shots_done}/{p.shots}, {p.running}/{p.workers} workers busy"
             + (f", {p.retries} retried" if p.retries else ""), refresh=True,
         )
 

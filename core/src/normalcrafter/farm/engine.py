@@ -139,8 +139,7 @@ def _worker_classes():
             except NormalCrafterError as exc:
                 return {"key": key, "error": {"code": exc.code, "message": exc.message}}
             self.board.finished.remote(key)
-            return {"key": key, "frames": result["frames"], "skipped": result["skipped"],
-                    "timings": result["timings"]}
+            return {"key": key, "frames": result["frames"]}
 
     return Board, ChunkWorker
 
@@ -185,9 +184,14 @@ def run_farm(
         if shot.output.is_dir():
             remove_stale_temps(shot.output)  # nothing writes there yet
     todo = [c for shot in shots for c in shot.chunks if shot.missing(c)]
+    pending = {i: {c.key for c in todo if c.shot == i} for i in range(len(shots))}
     progress = Progress(total=sum(len(s.numbers) for s in shots), done=sum(len(s.done) for s in shots),
                         shots=len(shots))
     t0 = time.perf_counter()
+    for i, keys in pending.items():
+        if not keys:
+            _assemble(shots[i], settings)
+            progress.shots_done += 1
     if todo:
         Board, ChunkWorker = _worker_classes()
         board = Board.remote()
@@ -215,6 +219,13 @@ def run_farm(
                     ) from None
                 if result is not None and "error" in result:
                     raise NormalCrafterError(result["error"]["code"], result["error"]["message"])
+                if result is not None:
+                    # A shot is assembled as soon as its last chunk is in, not at the end of the job.
+                    i = int(result["key"].split(":")[0])
+                    pending[i].discard(result["key"])
+                    if not pending[i]:
+                        _assemble(shots[i], settings)
+                        progress.shots_done += 1
                 _refresh(progress, ray.get(board.snapshot.remote()), base, t0)
                 if on_update:
                     on_update(progress)
@@ -222,10 +233,7 @@ def run_farm(
             for a in actors:
                 ray.kill(a)
             ray.kill(board)
-    for shot in shots:
-        _assemble(shot, settings)
     progress.done = progress.total
-    progress.shots_done = len(shots)
     progress.elapsed_s = time.perf_counter() - t0
     if on_update:
         on_update(progress)
