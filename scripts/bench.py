@@ -456,6 +456,9 @@ class Bench:
         staged = run_clip(pipe, mode, a.frames, h, w, a.writers, profile=True, keep=keep_key is not None)
         if keep_key is not None:
             self.kept[keep_key] = np.stack(staged.pop("_outputs"))
+            if a.keep_dir:
+                Path(a.keep_dir).mkdir(parents=True, exist_ok=True)
+                np.save(Path(a.keep_dir) / f"{keep_key}.npy", self.kept[keep_key])
         if mode.speed.overlap is False or mode.in_memory:
             best = staged  # nothing overlaps: the synchronised run is the real one
         else:
@@ -468,7 +471,7 @@ class Bench:
     def run(self) -> None:
         a = self.args
         res_list = [parse_res(r) for r in a.res]
-        with self.section("flops"):
+        with self.section("flops", needs_s=0 if a.flops else float("inf")):
             self.results["flops"] = {f"{w}x{h}": count_flops(a.size, h, w, a.window, a.stride, a.chunk, a.frames)
                                      for h, w in res_list}
             rate = matmul_rate(self.device)
@@ -549,7 +552,11 @@ class Bench:
                                     self.out_dir / f"profile_{mode.name}.txt", a.writers)
 
     def _angles(self, key: str) -> None:
-        ref = self.kept.get("fp32@" + key.split("@")[1])
+        ref_key = "fp32@" + key.split("@")[1]
+        ref = self.kept.get(ref_key)
+        stored = Path(self.args.keep_dir or ".") / f"{ref_key}.npy"
+        if ref is None and self.args.keep_dir and stored.exists():
+            ref = np.load(stored)
         if ref is None or key.startswith("fp32@") or key not in self.kept:
             return
         self.results["angles_vs_fp32"][key] = angular_error(self.kept[key], ref)
@@ -589,6 +596,9 @@ def main(argv: list[str] | None = None) -> int:
                    "other modes meanwhile)")
     p.add_argument("--wait-max-s", type=float, default=600)
     p.add_argument("--signal", default=None, metavar="FILE", help="create FILE when done")
+    p.add_argument("--keep-dir", default=None, help="save the outputs compared for angles here, and look for "
+                   "the fp32 baseline here (for runs split over processes)")
+    p.add_argument("--no-flops", dest="flops", action="store_false", help="skip counting FLOPs")
     p.add_argument("--json", default="bench.json")
     p.add_argument("--markdown", default=None, help="also write the results table here")
     p.add_argument("--out-dir", default=None, help="where torch.profiler summaries go")
