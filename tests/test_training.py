@@ -199,7 +199,7 @@ def test_checkpoint_and_resume_continue_identically(tmp_path, tiny_model, one_th
 def test_train_command_runs_every_stage_and_exports_a_loadable_model(tmp_path):
     from normalcrafter.cli import main
 
-    stages = [_stage("vae_pretrain"), _stage("vae_decoder"), _stage("stage1"), _stage("stage2")]
+    stages = [_stage(kind, frames=[1, 1]) for kind in ("vae_pretrain", "vae_decoder", "stage1", "stage2")]
     cfg_path = tmp_path / "cfg.json"
     cfg_path.write_text(json.dumps({
         "name": "cli", "output_dir": str(tmp_path / "out"), "device": "cpu", "model": {"init": "random:tiny"},

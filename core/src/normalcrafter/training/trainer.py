@@ -259,7 +259,7 @@ class Trainer:
         if not finished:
             return False
         if stage.kind == "vae_pretrain":
-            self._set_latent_scale()
+            self._set_latent_scale(stage)
         self.state["completed"].append({"name": stage.name, "kind": stage.kind, "steps": step, "seconds": round(seconds, 1)})
         self.state["current"] = None
         self._save_model(self.out / "stages" / stage.name, self._info(), fp16=False)
@@ -270,12 +270,15 @@ class Trainer:
         return True
 
     @torch.no_grad()
-    def _set_latent_scale(self, batches: int = 4) -> None:
+    def _set_latent_scale(self, stage: StageConfig, batches: int = 2) -> None:
         """A VAE trained here has latents of arbitrary scale: choose
         scaling_factor so normal latents have unit variance, as SD's 0.18215 was."""
         vae = self.pipe.vae
         vae.register_to_config(scaling_factor=1.0)
-        z = torch.cat([encode_normals(vae, self.source.sample(2, 4).normal).flatten() for _ in range(batches)])
+        z = torch.cat([
+            encode_normals(vae, self.source.sample(stage.batch_clips, stage.frames[1]).normal).flatten()
+            for _ in range(batches)
+        ])
         std = self.acc.reduce(z.float().std(), "mean")
         vae.register_to_config(scaling_factor=float(1.0 / std.clamp_min(1e-6)))
 
