@@ -173,11 +173,12 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 def compiled(module: torch.nn.Module, frame_dim: int = 0) -> ShapeRouted:
     import torch._dynamo
     import torch._inductor.config as inductor_config
+    import torch.fx.experimental._config as fx_config
 
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
     # Without this, two sizes that happen to be equal at the first call (a
     # square frame) are assumed equal for good, and the next clip recompiles.
-    torch.fx.experimental._config.use_duck_shape = False
+    fx_config.use_duck_shape = False
     # 1x1 convolutions of channels-last tensors are plain matrix products.
     inductor_config.conv_1x1_as_mm = True
     return ShapeRouted(torch.compile(module, dynamic=True), module, frame_dim)
