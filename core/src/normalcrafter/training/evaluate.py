@@ -54,7 +54,8 @@ def evaluate_predictions(preds: list[np.ndarray], gts: list[np.ndarray], flows: 
         errors.add(angular_error(pred[mask], gt[mask]))
         for t in range(len(flow)):
             flicker.add(pair_flicker(pred[t], pred[t + 1], gt[t], gt[t + 1], flow[t]))
-    return {**errors.summary(), **flicker.summary()}
+    temporal = {("flicker_" + k if k in ("pixels", "pairs") else k): v for k, v in flicker.summary().items()}
+    return {**errors.summary(), **temporal}
 
 
 def predict(pipe: NormalCrafterPipeline, rgb: np.ndarray, window: int) -> np.ndarray:
