@@ -507,7 +507,7 @@ class Bench:
     def _run_mode(self, master: Components, mode: Mode, res_list: list[tuple[int, int]]) -> None:
         a = self.args
         pipe = None
-        with self.section(f"{mode.name}: build", needs_s=30) as ok:
+        with self.section(f"{mode.name}: build", needs_s=a.section_s) as ok:
             if ok:
                 pipe = make_pipeline(master, mode, self.device)
                 self.results.setdefault("attention", attention_report(pipe))
@@ -532,7 +532,7 @@ class Bench:
             self.t0 += self.results["waited_s"]  # the budget counts working time only
             a.wait_for = None
         for i, (h, w) in enumerate(sizes):
-            needs = 60 + (300 if mode.speed.compile and i == 0 else 0)
+            needs = a.section_s + (300 if mode.speed.compile and i == 0 else 0)
             with self.section(f"{mode.name}: {w}x{h}", needs_s=needs) as ok:
                 if not ok:
                     continue
@@ -544,9 +544,9 @@ class Bench:
                     self._angles(keep)
         if mode.name == next((m for m in a.modes if not MODES[m].in_memory), None):
             self._memory_runs(pipe, mode)
-        if self.out_dir is not None and mode.name in ("fast", "reference"):
+        if self.out_dir is not None and mode.name in ("fast", "eager", "reference"):
             h, w = res_list[0]
-            with self.section(f"{mode.name}: profile", needs_s=40) as ok:
+            with self.section(f"{mode.name}: profile", needs_s=a.section_s / 2) as ok:
                 if ok:
                     profile_summary(pipe, mode, min(2 * a.window, a.frames), h, w,
                                     self.out_dir / f"profile_{mode.name}.txt", a.writers)
@@ -590,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--writers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)))
     p.add_argument("--long", nargs="*", default=[], metavar="N@WxH", help="extra memory runs of the first streaming mode")
     p.add_argument("--angles", action="store_true", help="angular difference of each mode against fp32 (last size)")
+    p.add_argument("--section-s", type=float, default=60, help="time a mode's size needs to be started")
     p.add_argument("--budget-s", type=float, default=1e9, help="skip sections once this much time is spent")
     p.add_argument("--wait-for", default=None, metavar="FILE",
                    help="warm up (compile) first, then wait for FILE before timing (another process times the "
