@@ -336,6 +336,7 @@ def build_master(size: str, device: torch.device) -> Components:
     """Random full-precision components, built on the device (fast), kept on the host."""
     with torch.device(device):
         unet, vae, clip, fe, sched = build_components(size)
+    sched = type(sched).from_config(sched.config)  # the scheduler's tables belong on the host
     for m in (unet, vae, clip):
         m.eval().requires_grad_(False).to("cpu")
     return Components(unet, vae, clip, fe, sched, ModelInfo(source=f"random-{size}"))
