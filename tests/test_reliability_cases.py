@@ -297,7 +297,7 @@ def odd_cases(root: Path, tiny_model: Path) -> dict[str, Case]:
         return Case(inp, root / name / "out", tiny_model, None, words, settings, frames, size)
 
     for name in ("one_frame", "odd_size", "large", "gray", "rgba", "deep", "float_tiff", "float_exr", "gray_video",
-                 "deep_video", "vfr", "lying_avi", "gaps", "hostile_path", "output_in_input"):
+                 "deep_video", "vfr", "lying_avi", "gaps", "hostile_path", "output_in_input", "hash_folder"):
         (root / name).mkdir(parents=True)
     hostile = root / "hostile_path" / HOSTILE_DIR
     hostile.mkdir()
@@ -329,6 +329,9 @@ def odd_cases(root: Path, tiny_model: Path) -> dict[str, Case]:
         "output_in_input": Case(image_sequence(root / "output_in_input" / "seq", [1, 2]),
                                 root / "output_in_input" / "seq" / "normals", tiny_model, None, (), {}, [1, 2],
                                 (40, 56)),
+        # A sequence folder named like a pattern is still the folder.
+        "hash_folder": case("hash_folder", image_sequence(root / "hash_folder" / "take #3 %d", [1, 2]), [1, 2],
+                            (40, 56)),
         "hostile_path": Case(write_video(hostile / "clip #2 $HOME.mp4", moving_clip(3, H, W)), hostile / "out $(id)",
                              tiny_model, None, (), {}, [0, 1, 2], (H, W)),
     }

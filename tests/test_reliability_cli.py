@@ -79,7 +79,7 @@ def test_negative_frame_range_is_refused(bad, capsys):
 # The worker suite runs every odd case; here, those whose warnings and paths
 # the command itself must pass on.
 @pytest.mark.parametrize("name", ["one_frame", "large", "vfr", "lying_avi", "gaps", "hostile_path",
-                                  "output_in_input"])
+                                  "output_in_input", "hash_folder"])
 def test_odd_input_is_estimated_whole_and_explained(name, odd, capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # where a shell would have run `touch PWNED`
     case = odd[name]

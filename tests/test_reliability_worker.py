@@ -66,7 +66,7 @@ def test_every_bad_input_is_an_error_event_with_its_code(worker, bad):
 
 @pytest.mark.parametrize("name", [
     "one_frame", "odd_size", "large", "gray", "rgba", "deep", "float_tiff", "float_exr", "gray_video", "deep_video",
-    "vfr", "lying_avi", "gaps", "hostile_path", "output_in_input",
+    "vfr", "lying_avi", "gaps", "hostile_path", "output_in_input", "hash_folder",
 ])
 def test_odd_input_is_estimated_whole_and_explained(name, worker, odd):
     case = odd[name]

@@ -191,7 +191,7 @@ def _sequence_files(path: Path) -> list[Path]:
     """Files of an image sequence given as a folder, a printf pattern
     (frame.%04d.png) or a hash pattern (frame.####.png)."""
     name = path.name
-    token = _PRINTF.search(name) or _HASHES.search(name)
+    token = None if path.is_dir() else _PRINTF.search(name) or _HASHES.search(name)
     if token:
         folder = path.parent
         pat = re.compile(re.escape(name[: token.start()]) + r"\d+" + re.escape(name[token.end() :]) + r"\Z")
@@ -232,8 +232,8 @@ def open_source(
     """Open and check an input. ``frames`` selects input frames A (inclusive)
     to B (exclusive), counted from 0 in the order the input has them."""
     p = Path(path).expanduser()
-    # A file that exists is never a pattern, even with '#' or '%d' in its name.
-    is_pattern = not p.is_file() and bool(_PRINTF.search(p.name) or _HASHES.search(p.name))
+    # A file or folder that exists is never a pattern, even with '#' or '%d' in its name.
+    is_pattern = not p.exists() and bool(_PRINTF.search(p.name) or _HASHES.search(p.name))
     if not is_pattern and not p.exists():
         raise NormalCrafterError(errors.INPUT_UNREADABLE, f"{p}: no such file or folder")
     if p.is_dir() or is_pattern:
