@@ -71,6 +71,7 @@ MODES = {
                                                        decode_split=0, cudnn_benchmark=False), in_memory=True),
     "fast": Mode("fast", torch.float16, Speed(compile=True)),
     "eager": Mode("eager", torch.float16, Speed()),
+    "nchw": Mode("nchw", torch.float16, Speed(channels_last=False, decode_split=0)),
     "bf16": Mode("bf16", torch.bfloat16, Speed()),
     "lowmem": Mode("lowmem", torch.float16, Speed(offload=True)),
     "fp32": Mode("fp32", torch.float32, Speed(overlap=False), in_memory=True),
