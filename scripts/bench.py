@@ -122,28 +122,20 @@ def synthetic_frames(n: int, height: int, width: int, seed: int = 0):
         yield base[i : i + height, i : i + width]
 
 
-def make_writer_fn(folder: Path):
-    try:
+def write_frame(folder: str, fmt: str, i: int, normals: np.ndarray) -> float:
+    """Write one frame as the job layer does (EXR, else .npy where OpenEXR is
+    missing), then delete it to keep the disk flat on long clips. Returns
+    the seconds the write took."""
+    t0 = time.perf_counter()
+    if fmt == "exr":
         from normalcrafter.io.writers import write_exr
 
-        def write(i: int, normals: np.ndarray) -> float:
-            t0 = time.perf_counter()
-            path = write_exr(folder / f"normal.{i:05d}.exr", normals, {"normalcrafter_frame": str(i)})
-            path.unlink()  # keep the disk flat on long clips; the write itself is what is timed
-            return time.perf_counter() - t0
-
-        return write, "exr"
-    except ImportError:
-        pass
-
-    def write_npy(i: int, normals: np.ndarray) -> float:
-        t0 = time.perf_counter()
-        path = folder / f"normal.{i:05d}.npy"
+        path = write_exr(Path(folder) / f"normal.{i:05d}.exr", normals, {"normalcrafter_frame": str(i)})
+    else:
+        path = Path(folder) / f"normal.{i:05d}.npy"
         np.save(path, normals)
-        path.unlink()
-        return time.perf_counter() - t0
-
-    return write_npy, "npy"
+    path.unlink()
+    return time.perf_counter() - t0
 
 
 def have_openexr() -> bool:
@@ -167,8 +159,8 @@ def run_clip(pipe: NormalCrafterPipeline, mode: Mode, n: int, height: int, width
     dev = pipe.device
     pipe.profile = profile
     pipe.times = type(pipe.times)()
-    folder = Path(tempfile.mkdtemp(prefix="ncbench-"))
-    write, fmt = make_writer_fn(folder)
+    folder = tempfile.mkdtemp(prefix="ncbench-")
+    fmt = "exr" if have_openexr() else "npy"
     io_s = [0.0]
     kept: list[np.ndarray] = []
     gc.collect()
@@ -183,16 +175,18 @@ def run_clip(pipe: NormalCrafterPipeline, mode: Mode, n: int, height: int, width
             outs = [o for _, o in pipe.stream(frames, n, window, stride, chunk)]
             t_compute = time.perf_counter() - t0
             for i, o in enumerate(outs):
-                io_s[0] += write(i, o)
+                io_s[0] += write_frame(folder, fmt, i, o) if writers else 0.0
             if keep:
                 kept = outs
             del outs, frames
         else:
-            with BackgroundWriter(workers=writers) as w:
+            # Processes: OpenEXR holds the GIL while it writes (see overlap.py).
+            with BackgroundWriter(workers=max(writers, 1), processes=writers > 0) as w:
                 for i, o in pipe.stream(synthetic_frames(n, height, width), n, window, stride, chunk):
                     if keep:
                         kept.append(o.copy())
-                    w.submit(write, i, o, then=lambda s: io_s.__setitem__(0, io_s[0] + s))
+                    if writers:
+                        w.submit(write_frame, folder, fmt, i, o, then=lambda s: io_s.__setitem__(0, io_s[0] + s))
                 t_compute = time.perf_counter() - t0
         sync(dev)
         wall = time.perf_counter() - t0
@@ -201,7 +195,8 @@ def run_clip(pipe: NormalCrafterPipeline, mode: Mode, n: int, height: int, width
     per = {k: 1e3 * times[k] / n for k in ("clip", "vae_encode", "unet", "vae_decode")}
     per["io"] = 1e3 * (io_s[0] + times["read"]) / n
     out = {
-        "frames": n, "height": height, "width": width, "profiled": profile, "file_format": fmt,
+        "frames": n, "height": height, "width": width, "profiled": profile,
+        "file_format": fmt if writers else None,
         "wall_s": wall, "ms_per_frame": 1e3 * wall / n, "fps": n / wall,
         "compute_ms_per_frame": 1e3 * t_compute / n,
         "stage_ms_per_frame": per,
@@ -589,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", default=["fast", "reference", "fp32", "bf16", "lowmem", "eager"],
                    choices=tuple(MODES))
     p.add_argument("--repeat", type=int, default=1, help="unsynchronised runs per size (median)")
-    p.add_argument("--writers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)))
+    p.add_argument("--writers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+                   help="writer processes; 0 writes no files (compute only)")
     p.add_argument("--long", nargs="*", default=[], metavar="N@WxH", help="extra memory runs of the first streaming mode")
     p.add_argument("--angles", action="store_true", help="angular difference of each mode against fp32 (last size)")
     p.add_argument("--section-s", type=float, default=60, help="time a mode's size needs to be started")

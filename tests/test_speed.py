@@ -111,3 +111,16 @@ def test_background_writer_reports_in_order_and_raises_first_error():
             w.submit(bad, i)
         w.close()
     w.abort()
+
+
+def test_background_writer_in_processes():
+    done = []
+    with BackgroundWriter(workers=2, processes=True) as w:
+        for i in range(4):
+            w.submit(pow, i, 2, then=done.append)
+    assert done == [0, 1, 4, 9]
+    w = BackgroundWriter(workers=1, processes=True)
+    with pytest.raises(ValueError):
+        w.submit(int, "not a number")
+        w.close()
+    w.abort()

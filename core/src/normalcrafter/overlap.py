@@ -11,7 +11,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -70,16 +70,28 @@ def background(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 
 class BackgroundWriter:
-    """Run ``fn(*args)`` write jobs on ``workers`` threads, at most ``pending``
-    queued at once. Each job's ``then(result)`` callback runs in the caller's
-    thread, in submission order, once the job is done; the first failed job
-    re-raises its error from ``submit`` or ``close``. Useful when the writer
-    releases the GIL (OpenEXR, zlib and file I/O do)."""
+    """Run ``fn(*args)`` write jobs on ``workers`` threads or processes, at
+    most ``pending`` queued at once. Each job's ``then(result)`` callback runs
+    in the caller's thread, in submission order, once the job is done; the
+    first failed job re-raises its error from ``submit`` or ``close``.
 
-    def __init__(self, workers: int = 2, pending: int | None = None) -> None:
+    Use processes for writers that hold the GIL: OpenEXR's Python binding
+    does for the whole of a write (~100 ms at 1024x576, measured), which in
+    a thread starves the thread that feeds the GPU. Process jobs need a
+    module-level ``fn`` and picklable arguments (numpy arrays are)."""
+
+    def __init__(self, workers: int = 2, pending: int | None = None, processes: bool = False) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normalcrafter-writer")
+        self._pool: Executor
+        if processes:
+            import multiprocessing
+
+            # spawn: never fork a process that holds CUDA and worker threads.
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        else:
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="normalcrafter-writer")
         self._pending: deque[tuple[Future, Callable[[Any], None] | None]] = deque()
         self._limit = pending if pending is not None else 2 * workers
 
