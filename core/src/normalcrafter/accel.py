@@ -11,8 +11,9 @@ results only at that rounding level:
 * the VAE encoder in bf16 rather than fp32 in fp16 pipelines: the release
   upcasts it only because fp16 overflows there, and bf16 has fp32's range;
 * cuDNN's per-shape algorithm search;
-* the decoder's per-frame layers run a few frames at a time, which bounds
-  its peak memory (the temporal layers still see the whole chunk).
+* on CUDA, the VAE encoder and the decoder's per-frame layers run one frame
+  at a time, which bounds their peak memory (the decoder's temporal layers
+  still see the whole chunk).
 
 ``compile`` (torch.compile of UNet, VAE encoder and decoder; minutes the
 first time) and ``offload`` (the low-memory mode) are opt-in.
@@ -43,7 +44,8 @@ class Speed:
     # Low-memory mode: UNet and image encoder weights stay in pinned host
     # memory and are copied to the device only while they run.
     offload: bool = False
-    # Frames per call of the decoder's per-frame layers; 0 = the whole chunk.
+    # Frames per call of the VAE encoder and of the decoder's per-frame
+    # layers; 0 = the whole chunk.
     decode_split: int | None = None
     cudnn_benchmark: bool | None = None
 

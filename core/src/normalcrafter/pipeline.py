@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 
-from .accel import Offloader, Speed, compiled, split_decoder, to_channels_last
+from .accel import Offloader, Speed, compiled, split_decoder, split_frames, to_channels_last
 from .model.loading import Components, load_components
 from .overlap import background
 from .preprocess import pad_frame, padding_for, unpad
@@ -98,7 +98,9 @@ class NormalCrafterPipeline:
             for module in (self.unet, self.vae, self._encoder):
                 to_channels_last(module)
         if sp.decode_split:
+            # The encoder is per-frame throughout: the same bound applies.
             split_decoder(self.vae.decoder, sp.decode_split)
+            split_frames(self._encoder, sp.decode_split)
         if sp.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self._unet_fn = compiled(self.unet, frame_dim=1) if sp.compile else self.unet
