@@ -49,7 +49,30 @@ def test_layout_and_split_decoder_change_only_rounding(tiny_model, reference):
     assert pipe.speed.offload and pipe.speed.decode_split == 2
     out = pipe(frames, window=8, stride=6, decode_chunk=5)
     assert out.shape == ref.shape
-    assert np.abs(out - ref).max() < 1e-4
+    # fp32 rounding of other convolution algorithms (oneDNN picks them by
+    # layout, batch and thread count), amplified by a random net; a wrong
+    # split or layout would be off by tenths.
+    diff = np.abs(out - ref)
+    assert diff.mean() < 5e-4 and diff.max() < 5e-3
+
+
+def test_split_frames_is_exact_in_float64(tiny_model):
+    """Running the per-frame layers a few frames at a time is the same
+    arithmetic: in float64 nothing but summation order can differ."""
+    from normalcrafter.accel import split_decoder, split_frames
+
+    vae = load_components(str(tiny_model), torch.float64).vae
+    z = torch.randn(5, 4, 8, 12, dtype=torch.float64)
+    x = torch.randn(5, 3, 64, 96, dtype=torch.float64)
+    indicator = torch.zeros(1, 5, dtype=torch.float64)
+    encoder = torch.nn.Sequential(vae.encoder, vae.quant_conv)
+    with torch.no_grad():
+        whole_dec = vae.decoder(z, image_only_indicator=indicator, num_frames=5)
+        whole_enc = encoder(x)
+        split_decoder(vae.decoder, 2)
+        split_frames(encoder, 2)
+        assert torch.allclose(vae.decoder(z, image_only_indicator=indicator, num_frames=5), whole_dec, atol=1e-12)
+        assert torch.allclose(encoder(x), whole_enc, atol=1e-12)
 
 
 def test_background_yields_in_order_and_reraises():
