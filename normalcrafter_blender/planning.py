@@ -2,6 +2,7 @@
 frame range, output folder and settings."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -114,13 +115,36 @@ def clip_frames(clip: bpy.types.MovieClip) -> tuple[str, FrameSpan]:
     return path, span
 
 
+def with_world_space(plan: Plan, scene: bpy.types.Scene, frame_map: dict[int, int]) -> Plan:
+    """Export the scene camera's rotation for every frame the plan covers,
+    beside its output folder, and ask the job for world-space normals too."""
+    from .relight import RelightError, export_camera_rotations
+
+    path = plan.output_dir.rstrip(os.sep) + ".camera_rotations.json"
+    try:
+        export_camera_rotations(scene, path, frame_map)
+    except RelightError as exc:
+        raise PlanError(f"world-space normals for '{plan.target}': {exc}") from None
+    return dataclasses.replace(plan, settings=tuple(sorted({**dict(plan.settings), "camera_rotations": path}.items())))
+
+
 def plan_strip(scene: bpy.types.Scene, strip, settings, prefs, root: str) -> Plan:
     path, span = strip_frames(scene, strip)
-    return Plan("strip", scene.name, strip.name, path, os.path.join(root, folder_name(strip.name)), span,
+    plan = Plan("strip", scene.name, strip.name, path, os.path.join(root, folder_name(strip.name)), span,
                 job_settings(settings, prefs))
+    if settings.world_space:
+        from .relight import strip_frame_map
+
+        plan = with_world_space(plan, scene, strip_frame_map(strip))
+    return plan
 
 
 def plan_clip(scene: bpy.types.Scene, clip: bpy.types.MovieClip, settings, prefs, root: str) -> Plan:
     path, span = clip_frames(clip)
-    return Plan("clip", scene.name, clip.name, path, os.path.join(root, folder_name(clip.name)), span,
+    plan = Plan("clip", scene.name, clip.name, path, os.path.join(root, folder_name(clip.name)), span,
                 job_settings(settings, prefs))
+    if settings.world_space:
+        from .relight import clip_frame_map
+
+        plan = with_world_space(plan, scene, clip_frame_map(clip))
+    return plan

@@ -48,3 +48,9 @@ class NormalCrafterSettings(bpy.types.PropertyGroup):
         description="Rescale every normal to length 1 (the model's raw output is close to, not exactly, unit)",
         default=False,
     )
+    world_space: BoolProperty(
+        name="World-Space Normals",
+        description="Also write world-space normals (EXR pass Nworld) using the scene camera's rotation on each "
+        "frame; needs a scene camera that follows the plate (e.g. a solved camera)",
+        default=False,
+    )

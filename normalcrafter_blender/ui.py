@@ -93,6 +93,7 @@ def draw_settings(layout, context) -> None:
     col.prop(settings, "window")
     col.prop(settings, "precision")
     col.prop(settings, "output_dir")
+    col.prop(settings, "world_space")
     if not settings.output_dir or not settings.model:
         prefs = context.preferences.addons[__package__].preferences
         notes = []

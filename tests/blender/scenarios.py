@@ -344,6 +344,22 @@ def scenario_flow(args: dict) -> dict:
                       "results": [r.result for r in session.records]}
     facts["after_batch"] = [strip_facts(s) for s in all_strips(scene)]
 
+    # World-space normals: the scene camera turns 90 degrees about Z over the
+    # strip; the job gets its per-frame rotations and writes an Nworld pass.
+    cam = bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+    scene.collection.objects.link(cam)
+    scene.camera = cam
+    cam.rotation_euler = (1.2, 0.0, 0.0)
+    cam.keyframe_insert("rotation_euler", frame=60)
+    cam.rotation_euler = (1.2, 0.0, 1.5707963)
+    cam.keyframe_insert("rotation_euler", frame=75)
+    add_movie(scene, "world", b, 7, 60, offsets=(0, 12))
+    scene.normalcrafter.world_space = True
+    select_only(scene, ["world"])
+    facts["world"] = {**estimate(), "status": status_lines(), "plans": [
+        p.job() for p in operators.gather_plans(bpy.context, "world", "")[0]]}
+    scene.normalcrafter.world_space = False
+
     # A movie clip: an image sequence datablock.
     clip = bpy.data.movieclips.load(a)
     clip.frame_start, clip.frame_offset = 100, 12

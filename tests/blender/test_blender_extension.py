@@ -250,3 +250,22 @@ def test_old_sequencer_gets_images(flow):
     assert {im["plate"] for im in flow["images"]} >= {"plate", "second", "third"}
     panel_text = " ".join(line.strip() for line in flow["panel_done"])  # labels are wrapped
     assert "sequencer cannot show multilayer EXR files" in panel_text
+
+
+def test_world_space_option_sends_camera_rotations_and_gets_an_nworld_pass(flow):
+    import json
+
+    world = flow["world"]
+    assert world["result"] == ["FINISHED"], world
+    job = world["plans"][0]
+    rotations = json.loads(Path(job["camera_rotations"]).read_text())["frames"]
+    first, stop = job["frames"]
+    assert sorted(map(int, rotations)) == list(range(first, stop))
+    for frame in (first, stop - 1):
+        ch = exr(Path(job["output_dir"]) / f"normal.{frame:05d}.exr")
+        n = np.stack([ch[f"N.{a}"] for a in "XYZ"], -1)
+        nw = np.stack([ch[f"Nworld.{a}"] for a in "XYZ"], -1)
+        r = np.array(rotations[str(frame)])
+        assert np.abs(nw - n @ r.T).max() < 5e-3
+    # the camera turned about Z between the first and last frame
+    assert not np.allclose(rotations[str(first)], rotations[str(stop - 1)], atol=1e-3)
