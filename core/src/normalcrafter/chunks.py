@@ -34,7 +34,8 @@ import torch
 from . import errors
 from .errors import NormalCrafterError
 from .io.readers import FrameSource, open_source
-from .preprocess import pad_frame, padding_for, unpad
+from .pipeline import take_padded
+from .preprocess import unpad
 from .windows import Window, final_frontier, window_schedule
 
 
@@ -151,16 +152,8 @@ def stream_chunk(
             return
         need = min(_ceil_to(win.end, dc), n)
         while read < need:
-            batch = []
-            for _ in range(min(dc, need - read)):
-                try:
-                    frame = next(source)
-                except StopIteration:
-                    raise ValueError(f"the clip ended after {read + len(batch)} of {need} frames") from None
-                if pad is None:
-                    pad = padding_for(*frame.shape[:2])
-                batch.append(pad_frame(frame, pad))
-            e, z = pipe.encode_frames(np.stack(batch))
+            batch, pad = take_padded(source, min(dc, need - read), pad, read, need)
+            e, z = pipe.encode_frames(batch)
             for j in range(e.shape[0]):
                 emb[read + j], lat[read + j] = e[j], z[j]
             read += len(batch)

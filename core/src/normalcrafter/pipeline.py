@@ -28,7 +28,7 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 from .accel import Offloader, Speed, compiled, split_decoder, split_frames, to_channels_last
 from .model.loading import Components, load_components
 from .overlap import background
-from .preprocess import pad_frame, padding_for, unpad
+from .preprocess import Padding, pad_frame, padding_for, unpad
 from .windows import blend, final_frontier, window_schedule
 
 # SVD micro-conditioning as the release sets it: fps 7 (not fps-1), motion
@@ -67,6 +67,24 @@ class StageTimes:
         return {"clip": self.clip, "vae_encode": self.encode, "unet": self.unet, "vae_decode": self.decode,
                 "read": self.read}
 
+
+
+def take_padded(
+    source: Iterator[np.ndarray], count: int, pad: Padding | None, read: int, total: int
+) -> tuple[np.ndarray, Padding]:
+    """The next ``count`` frames of ``source`` white-padded into one batch; the
+    clip's first frame fixes the padding. ``read`` and ``total`` only word the
+    error when the source ends early."""
+    frames = []
+    for _ in range(count):
+        try:
+            frame = next(source)
+        except StopIteration:
+            raise ValueError(f"the clip ended after {read + len(frames)} of {total} frames") from None
+        if pad is None:
+            pad = padding_for(*frame.shape[:2])
+        frames.append(pad_frame(frame, pad))
+    return np.stack(frames), pad
 
 class NormalCrafterPipeline:
     """Holds the loaded model on one device and runs clips through it."""
@@ -261,22 +279,13 @@ class NormalCrafterPipeline:
             with self._resident(self.image_encoder):
                 while read < need:
                     t0 = time.perf_counter()
-                    chunk = []
-                    for _ in range(min(decode_chunk, need - read)):
-                        try:
-                            frame = next(source)
-                        except StopIteration:
-                            raise ValueError(f"the clip ended after {read + len(chunk)} of {num_frames} frames") from None
-                        if pad is None:
-                            pad = padding_for(*frame.shape[:2])
-                        chunk.append(pad_frame(frame, pad))
-                    batch = np.stack(chunk)
+                    batch, pad = take_padded(source, min(decode_chunk, need - read), pad, read, num_frames)
                     self.times.read += time.perf_counter() - t0
                     e, z = self.encode_frames(batch)
                     for j in range(e.shape[0]):
                         emb_cache[read + j] = e[j]
                         lat_cache[read + j] = z[j]
-                    read += len(chunk)
+                    read += len(batch)
             idx = range(win.start, win.end)
             previous = torch.stack([pred[i] for i in range(win.start, win.start + win.overlap)]) if win.overlap else None
             out = self.predict_window(
