@@ -36,7 +36,6 @@ from .dataset import make_source
 from .semantic import SemanticEncoder, load_semantic_encoder
 from .sfr import SFRHead
 from .stages import (
-    UP1_STRIDE,
     Stage1Loss,
     Stage2Loss,
     VAEDecoderLoss,
