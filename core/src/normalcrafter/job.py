@@ -25,6 +25,7 @@ from .io.atomic import atomic_write_bytes, remove_stale_temps
 from .io.readers import FrameSource, open_source
 from .io.writers import FORMATS, NpyWriter, exr_header, frame_path, write_exr, write_png16
 from .model.loading import default_model
+from .world_space import load_camera_rotations, to_world
 
 MANIFEST = "normalcrafter_job.json"
 Event = dict
@@ -275,8 +276,6 @@ def run_estimate(
         })
     rotations = None
     if settings.camera_rotations:
-        from .world_space import load_camera_rotations
-
         rotations = load_camera_rotations(settings.camera_rotations)
         missing = [n for n in src.numbers if n not in rotations]
         if missing:
@@ -335,8 +334,6 @@ def run_estimate(
                 if fmt == "exr":
                     world = None
                     if rotations is not None:
-                        from .world_space import to_world
-
                         world = to_world(convert(normals, out_conv, "RUB"), rotations[number])
                     write_exr(path, normals, exr_header(out_conv, model, hdr_settings, number), world)
                 else:
