@@ -152,10 +152,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_clip(pipe: NormalCrafterPipeline, mode: Mode, n: int, height: int, width: int, writers: int,
-             profile: bool = False, keep: bool = False, window: int = 14, stride: int = 10,
-             chunk: int = 7) -> dict:
-    """One clip end to end: synthetic frames in, files out. Returns timings."""
+def writer_pool(processes: int) -> BackgroundWriter | None:
+    """Writer processes, started before any timing: a spawned process imports
+    this script (torch included) before its first write."""
+    if processes < 1:
+        return None
+    pool = BackgroundWriter(workers=processes, processes=True)
+    for _ in range(processes):
+        pool.submit(time.sleep, 0.5)
+    pool.wait()
+    return pool
+
+
+def run_clip(pipe: NormalCrafterPipeline, mode: Mode, n: int, height: int, width: int,
+             writer: BackgroundWriter | None, profile: bool = False, keep: bool = False, window: int = 14,
+             stride: int = 10, chunk: int = 7) -> dict:
+    """One clip end to end: synthetic frames in, files out (through ``writer``,
+    or none when it is None). Returns timings."""
     dev = pipe.device
     pipe.profile = profile
     pipe.times = type(pipe.times)()
@@ -175,19 +188,20 @@ def run_clip(pipe: NormalCrafterPipeline, mode: Mode, n: int, height: int, width
             outs = [o for _, o in pipe.stream(frames, n, window, stride, chunk)]
             t_compute = time.perf_counter() - t0
             for i, o in enumerate(outs):
-                io_s[0] += write_frame(folder, fmt, i, o) if writers else 0.0
+                io_s[0] += write_frame(folder, fmt, i, o) if writer is not None else 0.0
             if keep:
                 kept = outs
             del outs, frames
         else:
             # Processes: OpenEXR holds the GIL while it writes (see overlap.py).
-            with BackgroundWriter(workers=max(writers, 1), processes=writers > 0) as w:
-                for i, o in pipe.stream(synthetic_frames(n, height, width), n, window, stride, chunk):
-                    if keep:
-                        kept.append(o.copy())
-                    if writers:
-                        w.submit(write_frame, folder, fmt, i, o, then=lambda s: io_s.__setitem__(0, io_s[0] + s))
-                t_compute = time.perf_counter() - t0
+            for i, o in pipe.stream(synthetic_frames(n, height, width), n, window, stride, chunk):
+                if keep:
+                    kept.append(o.copy())
+                if writer is not None:
+                    writer.submit(write_frame, folder, fmt, i, o, then=lambda s: io_s.__setitem__(0, io_s[0] + s))
+            t_compute = time.perf_counter() - t0
+            if writer is not None:
+                writer.wait()
         sync(dev)
         wall = time.perf_counter() - t0
     shutil.rmtree(folder, ignore_errors=True)
@@ -196,7 +210,7 @@ def run_clip(pipe: NormalCrafterPipeline, mode: Mode, n: int, height: int, width
     per["io"] = 1e3 * (io_s[0] + times["read"]) / n
     out = {
         "frames": n, "height": height, "width": width, "profiled": profile,
-        "file_format": fmt if writers else None,
+        "file_format": fmt if writer is not None else None,
         "wall_s": wall, "ms_per_frame": 1e3 * wall / n, "fps": n / wall,
         "compute_ms_per_frame": 1e3 * t_compute / n,
         "stage_ms_per_frame": per,
@@ -352,12 +366,12 @@ def free() -> None:
 
 
 def profile_summary(pipe: NormalCrafterPipeline, mode: Mode, n: int, height: int, width: int, path: Path,
-                    writers: int) -> None:
+                    writer: BackgroundWriter | None) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if pipe.device.type == "cuda" else [])
     with profile(activities=acts) as prof:
-        run_clip(pipe, mode, n, height, width, writers)
+        run_clip(pipe, mode, n, height, width, writer)
     key = "cuda_time_total" if pipe.device.type == "cuda" else "cpu_time_total"
     table = prof.key_averages().table(sort_by=key, row_limit=40, max_name_column_width=70)
     path.write_text(f"# {mode.name} {width}x{height}, {n} frames\n{table}\n")
@@ -399,6 +413,7 @@ class Bench:
         self.results: dict = {"args": vars(args), "environment": environment(self.device), "runs": [],
                               "compile_s": {}, "angles_vs_fp32": {}, "skipped": [], "errors": {}}
         self.kept: dict[str, np.ndarray] = {}
+        self.writer = writer_pool(args.writers)
 
     def left(self) -> float:
         return self.args.budget_s - (time.perf_counter() - self.t0)
@@ -448,9 +463,9 @@ class Bench:
         h, w = res
         a = self.args
         t = time.perf_counter()
-        run_clip(pipe, mode, min(a.window, a.frames), h, w, a.writers)  # compiles, picks conv algorithms
+        run_clip(pipe, mode, min(a.window, a.frames), h, w, self.writer)  # compiles, picks conv algorithms
         warm = time.perf_counter() - t
-        staged = run_clip(pipe, mode, a.frames, h, w, a.writers, profile=True, keep=keep_key is not None)
+        staged = run_clip(pipe, mode, a.frames, h, w, self.writer, profile=True, keep=keep_key is not None)
         if keep_key is not None:
             self.kept[keep_key] = np.stack(staged.pop("_outputs"))
             if a.keep_dir:
@@ -459,7 +474,7 @@ class Bench:
         if mode.speed.overlap is False or mode.in_memory:
             best = staged  # nothing overlaps: the synchronised run is the real one
         else:
-            runs = [run_clip(pipe, mode, a.frames, h, w, a.writers) for _ in range(a.repeat)]
+            runs = [run_clip(pipe, mode, a.frames, h, w, self.writer) for _ in range(a.repeat)]
             best = sorted(runs, key=lambda r: r["wall_s"])[len(runs) // 2]
         row = self.record(mode, best, staged)
         row["warmup_s"] = warm
@@ -520,7 +535,7 @@ class Bench:
                 with self.section(f"{mode.name}: warm-up {w}x{h}") as ok:
                     if ok:
                         t = time.perf_counter()
-                        run_clip(pipe, mode, min(a.window, a.frames), h, w, a.writers)
+                        run_clip(pipe, mode, min(a.window, a.frames), h, w, self.writer)
                         self.results["compile_s"][f"{w}x{h}"] = time.perf_counter() - t
             t = time.perf_counter()
             while not Path(a.wait_for).exists() and time.perf_counter() - t < a.wait_max_s:
@@ -546,7 +561,7 @@ class Bench:
             with self.section(f"{mode.name}: profile", needs_s=a.section_s / 2) as ok:
                 if ok:
                     profile_summary(pipe, mode, min(2 * a.window, a.frames), h, w,
-                                    self.out_dir / f"profile_{mode.name}.txt", a.writers)
+                                    self.out_dir / f"profile_{mode.name}.txt", self.writer)
 
     def _angles(self, key: str) -> None:
         ref_key = "fp32@" + key.split("@")[1]
@@ -569,7 +584,7 @@ class Bench:
                               if r["mode"] == mode.name and (r["width"], r["height"]) == (w, h)), 50.0)
             with self.section(f"{mode.name}: {n} frames @ {w}x{h}", needs_s=n * per_frame / 1e3 * 1.3 + 10) as ok:
                 if ok:
-                    self.record(mode, run_clip(pipe, mode, n, h, w, a.writers), note="memory vs clip length")
+                    self.record(mode, run_clip(pipe, mode, n, h, w, self.writer), note="memory vs clip length")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -584,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--modes", nargs="+", default=["fast", "reference", "fp32", "bf16", "lowmem", "eager"],
                    choices=tuple(MODES))
     p.add_argument("--repeat", type=int, default=1, help="unsynchronised runs per size (median)")
-    p.add_argument("--writers", type=int, default=max(1, min(8, (os.cpu_count() or 2) // 2)),
+    p.add_argument("--writers", type=int, default=max(1, min(12, (os.cpu_count() or 2) - 4)),
                    help="writer processes; 0 writes no files (compute only)")
     p.add_argument("--long", nargs="*", default=[], metavar="N@WxH", help="extra memory runs of the first streaming mode")
     p.add_argument("--angles", action="store_true", help="angular difference of each mode against fp32 (last size)")
@@ -610,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.run()
     finally:
         bench.save()
+        if bench.writer is not None:
+            bench.writer.close()
         if args.signal:
             Path(args.signal).touch()
     print(markdown(bench.results))

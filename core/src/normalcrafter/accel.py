@@ -15,8 +15,8 @@ results only at that rounding level:
   at a time, which bounds their peak memory (the decoder's temporal layers
   still see the whole chunk).
 
-``compile`` (torch.compile of UNet, VAE encoder and decoder; minutes the
-first time) and ``offload`` (the low-memory mode) are opt-in.
+``compile`` (regional torch.compile of the UNet's, VAE encoder's and
+decoder's repeated blocks; a minute or two per resolution) and ``offload`` (the low-memory mode) are opt-in.
 """
 from __future__ import annotations
 
@@ -133,20 +133,21 @@ def split_decoder(decoder: torch.nn.Module, frames: int) -> None:
 
 
 class ShapeRouted:
-    """Use the compiled ``fast`` callable for calls whose frame count is
-    ``frames`` (the window or chunk size that nearly every call has) and the
-    eager ``slow`` one otherwise: a clip's short tail never waits for a
-    recompile. Sizes (H, W) are dynamic in ``fast``, so one compile serves
-    every resolution. If compilation itself fails, the eager callable takes
-    over for good (``failure`` says why): slower, never wrong."""
+    """Use the compiled ``fast`` callable for calls whose frame count is the
+    one of the first call (the window or chunk size that nearly every call
+    has) and the eager ``slow`` one otherwise: a clip's short tail never
+    waits for a recompile. The frame axis is the first one of (N, C, H, W)
+    inputs and the third of (B, C, T, H, W) ones. If compilation itself
+    fails, the eager callable takes over for good (``failure`` says why):
+    slower, never wrong."""
 
-    def __init__(self, fast: Callable, slow: Callable, frame_dim: int) -> None:
-        self.fast, self.slow, self.frame_dim = fast, slow, frame_dim
+    def __init__(self, fast: Callable, slow: Callable) -> None:
+        self.fast, self.slow = fast, slow
         self.frames: int | None = None
         self.failure: str | None = None
 
     def __call__(self, x: torch.Tensor, *args, **kwargs):
-        n = x.shape[self.frame_dim]
+        n = x.shape[2 if x.dim() == 5 else 0]
         if self.frames is None:
             self.frames = n
         if n != self.frames or self.failure is not None:
@@ -172,18 +173,42 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def compiled(module: torch.nn.Module, frame_dim: int = 0) -> ShapeRouted:
+# The blocks compiled one by one (regional compilation), per model: the
+# repeated blocks where GroupNorm, SiLU, residual adds and attention's
+# projections fuse around the convolutions and products. The decoder and
+# encoder are compiled at the level of their per-frame and temporal layers,
+# below ``split_frames``, so a split layer calls compiled code frame by frame.
+UNET_REGIONS = ("SpatioTemporalResBlock", "TransformerSpatioTemporalModel")
+VAE_REGIONS = ("ResnetBlock2D", "TemporalResnetBlock", "Attention", "GroupNorm")
+
+
+def compile_regions(module: torch.nn.Module, classes: tuple[str, ...]) -> list[ShapeRouted]:
+    """Compile every outermost submodule of ``module`` whose class is named in
+    ``classes``, in place (its ``forward`` becomes a ``ShapeRouted``), and
+    return the routers. Identical blocks share compiled code; each block
+    shape is compiled once, statically (static shapes give the fastest
+    kernels; another resolution compiles again, once)."""
     import torch._dynamo
     import torch._inductor.config as inductor_config
-    import torch.fx.experimental._config as fx_config
 
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 32)
-    # Without this, two sizes that happen to be equal at the first call (a
-    # square frame) are assumed equal for good, and the next clip recompiles.
-    fx_config.use_duck_shape = False
+    # Dozens of block shapes per model, each a cache entry of the class's
+    # one forward code object; the defaults (8) would silently fall back to
+    # eager after the eighth.
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 256)
+    torch._dynamo.config.accumulated_cache_size_limit = max(
+        torch._dynamo.config.accumulated_cache_size_limit, 4096)
     # 1x1 convolutions of channels-last tensors are plain matrix products.
     inductor_config.conv_1x1_as_mm = True
-    return ShapeRouted(torch.compile(module, dynamic=True), module, frame_dim)
+    routers: list[ShapeRouted] = []
+    taken: list[str] = []
+    for name, sub in module.named_modules():
+        if type(sub).__name__ not in classes or any(name.startswith(t + ".") for t in taken):
+            continue
+        taken.append(name)
+        router = ShapeRouted(torch.compile(sub.forward, dynamic=False), sub.forward)
+        sub.forward = router
+        routers.append(router)
+    return routers
 
 
 class Offloader:

@@ -25,6 +25,7 @@ from .io.atomic import atomic_write_bytes, remove_stale_temps
 from .io.readers import FrameSource, open_source
 from .io.writers import FORMATS, NpyWriter, exr_header, frame_path, write_exr, write_png16
 from .model.loading import default_model
+from .overlap import BackgroundWriter
 from .world_space import load_camera_rotations, to_world
 
 MANIFEST = "normalcrafter_job.json"
@@ -241,6 +242,17 @@ def _describe_difference(old: dict, new: dict) -> str:
     return ", ".join(f"{k} {o.get(k)!r} vs {n[k]!r}" for k in keys[:3]) or "unreadable manifest"
 
 
+def writer_processes(device_type: str) -> int:
+    """Processes that write frame files beside a GPU run; 0 writes them in
+    the calling thread. OpenEXR's Python binding holds the GIL for a whole
+    write (~100 ms at 1024x576), which in this process would starve the
+    thread that feeds the GPU; on the CPU the writes are a small share of
+    the time and the cores are busy computing."""
+    if device_type != "cuda":
+        return 0
+    return max(1, min(12, (os.cpu_count() or 2) - 4))
+
+
 def run_estimate(
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
@@ -311,9 +323,33 @@ def run_estimate(
     written = 0
     todo = len(src) - len(done)
     npy = None
+    writer = None
+
+    def finished(number: int | None, path: Path | None) -> None:
+        # In frame order, once the frame is on disk under its final name.
+        nonlocal written
+        if path is not None:
+            files.append(str(path))
+            emit({"type": "file", "frame": number, "path": str(path)})
+        written += 1
+        elapsed = time.perf_counter() - t0
+        fps = written / elapsed if elapsed > 0 else 0.0
+        emit({
+            "type": "progress", "done": written, "total": todo, "fps": round(fps, 3),
+            "eta_s": round((todo - written) / fps, 1) if fps > 0 else None,
+        })
+
+    def write(fn: Callable, number: int, *args) -> None:
+        if writer is None:
+            finished(number, fn(*args))
+        else:
+            writer.submit(fn, *args, then=lambda path: finished(number, path))
+
     try:
         if fmt == "npy":
             npy = NpyWriter(npy_final, len(src), *src.size)
+        elif writer_processes(pipe.device.type):
+            writer = BackgroundWriter(workers=writer_processes(pipe.device.type), processes=True)
         produced = src.stream(pipe, cancelled, done.__contains__) if settings.context else pipe.stream(
             iter(src), len(src), settings.window, settings.stride, settings.decode_chunk,
             should_stop=cancelled, skip=done.__contains__,
@@ -329,24 +365,19 @@ def run_estimate(
             normals = convert(raw, model_conv, out_conv)
             if settings.renormalize:
                 normals = normals / np.maximum(np.linalg.norm(normals, axis=-1, keepdims=True), 1e-6)
-            if fmt != "npy":
-                path = frame_path(folder, number, fmt)
-                if fmt == "exr":
-                    world = None
-                    if rotations is not None:
-                        world = to_world(convert(normals, out_conv, "RUB"), rotations[number])
-                    write_exr(path, normals, exr_header(out_conv, model, hdr_settings, number), world)
-                else:
-                    write_png16(path, normals)
-                files.append(str(path))
-                emit({"type": "file", "frame": number, "path": str(path)})
-            written += 1
-            elapsed = time.perf_counter() - t0
-            fps = written / elapsed if elapsed > 0 else 0.0
-            emit({
-                "type": "progress", "done": written, "total": todo, "fps": round(fps, 3),
-                "eta_s": round((todo - written) / fps, 1) if fps > 0 else None,
-            })
+            if fmt == "exr":
+                world = None
+                if rotations is not None:
+                    world = to_world(convert(normals, out_conv, "RUB"), rotations[number])
+                write(write_exr, number, frame_path(folder, number, fmt), normals,
+                      exr_header(out_conv, model, hdr_settings, number), world)
+            elif fmt == "png":
+                write(write_png16, number, frame_path(folder, number, fmt), normals)
+            else:
+                finished(number, None)
+        if writer is not None:
+            writer.close()
+            writer = None
         if cancelled():
             raise Cancelled()
         if npy is not None:
@@ -368,6 +399,8 @@ def run_estimate(
             ) from None
         raise
     finally:
+        if writer is not None:  # frames being written finish; queued ones are dropped
+            writer.abort()
         if npy is not None:
             npy.abort()
     if settings.preview and fmt != "npy":

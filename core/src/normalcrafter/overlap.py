@@ -112,10 +112,15 @@ class BackgroundWriter:
             if then is not None:
                 then(result)
 
+    def wait(self) -> None:
+        """Wait for every job submitted so far (the pool stays up); re-raise
+        the first error."""
+        self._finish(until=0)
+
     def close(self) -> None:
         """Wait for every job; re-raise the first error."""
         try:
-            self._finish(until=0)
+            self.wait()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
 
-from .accel import Offloader, Speed, compiled, split_decoder, split_frames, to_channels_last
+from .accel import UNET_REGIONS, VAE_REGIONS, Offloader, Speed, compile_regions, split_decoder, split_frames, to_channels_last
 from .model.loading import Components, load_components
 from .overlap import background
 from .preprocess import Padding, pad_frame, padding_for, unpad
@@ -115,15 +115,17 @@ class NormalCrafterPipeline:
         if sp.channels_last:
             for module in (self.unet, self.vae, self._encoder):
                 to_channels_last(module)
+        if sp.compile:
+            # Before the split: a split layer then runs compiled code per frame.
+            compile_regions(self.unet, UNET_REGIONS)
+            compile_regions(self._encoder, VAE_REGIONS)
+            compile_regions(self.vae.decoder, VAE_REGIONS)
         if sp.decode_split:
             # The encoder is per-frame throughout: the same bound applies.
             split_decoder(self.vae.decoder, sp.decode_split)
             split_frames(self._encoder, sp.decode_split)
         if sp.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
-        self._unet_fn = compiled(self.unet, frame_dim=1) if sp.compile else self.unet
-        self._encoder_fn = compiled(self._encoder) if sp.compile else self._encoder
-        self._decoder_fn = compiled(self.vae.decoder) if sp.compile else self.vae.decoder
         self.scheduler = c.scheduler
         fe = c.feature_extractor
         self._clip_size = int(c.image_encoder.config.image_size)
@@ -154,7 +156,11 @@ class NormalCrafterPipeline:
     def encode_frames(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, H, W, 3) uint8 padded frames -> CLIP embeddings (N, 1, D) and
         RGB latents (N, 4, H/8, W/8), both in the pipeline dtype."""
-        x = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.device.type == "cuda":
+            # From pageable memory the copy would wait for all queued GPU work.
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.to(self.device).permute(0, 3, 1, 2).float() / 255.0
         return self.encode_images(x)
 
     @torch.no_grad()
@@ -169,7 +175,7 @@ class NormalCrafterPipeline:
             rgb = (x * 2.0 - 1.0).to(self.speed.encoder_dtype)
             if self.speed.channels_last:
                 rgb = rgb.contiguous(memory_format=torch.channels_last)
-            moments = self._encoder_fn(rgb)
+            moments = self._encoder(rgb)
             # Posterior mode, unscaled, no noise augmentation (as released).
             latents = moments.chunk(2, dim=1)[0]
         return emb.to(self.dtype), latents.to(self.dtype)
@@ -190,7 +196,7 @@ class NormalCrafterPipeline:
                 latents[:, : previous.shape[0]] = previous
             model_in = torch.cat([sched.scale_model_input(latents, t), rgb_latents[None]], dim=2)
             time_ids = torch.tensor([ADDED_TIME_IDS], dtype=self.dtype, device=self.device)
-            out = self._unet_fn(model_in, t, encoder_hidden_states=emb, added_time_ids=time_ids, return_dict=False)[0]
+            out = self.unet(model_in, t, encoder_hidden_states=emb, added_time_ids=time_ids, return_dict=False)[0]
             latents = sched.step(out, t, latents).prev_sample
             if previous is not None:
                 n = previous.shape[0]
@@ -204,10 +210,10 @@ class NormalCrafterPipeline:
             z = latents.to(self.dtype) / self.vae.config.scaling_factor
             if self.speed.channels_last:
                 z = z.contiguous(memory_format=torch.channels_last)
-            # What AutoencoderKLTemporalDecoder.decode does, through the
-            # (possibly compiled) decoder: one clip of z.shape[0] frames.
+            # What AutoencoderKLTemporalDecoder.decode does: one clip of
+            # z.shape[0] frames.
             indicator = torch.zeros(1, z.shape[0], dtype=z.dtype, device=z.device)
-            img = self._decoder_fn(z, image_only_indicator=indicator, num_frames=z.shape[0]).float()
+            img = self.vae.decoder(z, image_only_indicator=indicator, num_frames=z.shape[0]).float()
             return (img / 2 + 0.5).clamp(0, 1) * 2 - 1
 
     def _resident(self, module: torch.nn.Module):
@@ -263,7 +269,9 @@ class NormalCrafterPipeline:
         if decode_chunk < 1:
             raise ValueError("decode_chunk must be at least 1")
         windows = window_schedule(num_frames, window, stride)
-        source = iter(frames)
+        # With overlap, frames are read (video decoding, resizing) in a thread
+        # of their own, a chunk ahead, while this one launches device work.
+        source = background(iter(frames), depth=decode_chunk) if self.speed.overlap else iter(frames)
         pad = None
         emb_cache: dict[int, torch.Tensor] = {}
         lat_cache: dict[int, torch.Tensor] = {}
