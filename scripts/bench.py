@@ -544,7 +544,8 @@ class Bench:
             self.t0 += self.results["waited_s"]  # the budget counts working time only
             a.wait_for = None
         for i, (h, w) in enumerate(sizes):
-            needs = a.section_s + (300 if mode.speed.compile and i == 0 else 0)
+            warm = f"{w}x{h}" in self.results["compile_s"]  # compiled during --wait-for
+            needs = a.section_s + (300 if mode.speed.compile and not warm else 0)
             with self.section(f"{mode.name}: {w}x{h}", needs_s=needs) as ok:
                 if not ok:
                     continue
