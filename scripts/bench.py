@@ -8,10 +8,11 @@ with EXR writing (``.npy`` where OpenEXR is missing), in several modes:
 
 * ``reference``: the published code's choices: fp16, VAE encoder in fp32,
   NCHW, no compilation, whole clip in memory, files written at the end;
-* ``fast``: fp16 (VAE encoder bf16), channels-last, torch.compile (its
-  compile time is reported apart), split decoder, the clip loop a few chunks
-  ahead of a thread pool that writes the files;
-* ``eager``: ``fast`` without compilation; ``bf16``: the same all in bf16;
+* ``fast``: fp16 (VAE encoder bf16), channels-last, regional torch.compile
+  (its compile time is reported apart), split decoder, frames read in a
+  thread of their own, the clip loop a few chunks ahead of writer processes;
+* ``eager``: ``fast`` without compilation, NCHW; ``eager-nhwc``: the same
+  channels-last; ``bf16``: ``eager`` all in bf16;
 * ``lowmem``: ``eager`` with UNet and CLIP weights offloaded to host memory;
 * ``fp32``: exact fp32 (TF32 off), the baseline of the angular differences.
 
@@ -71,7 +72,7 @@ MODES = {
                                                        decode_split=0, cudnn_benchmark=False), in_memory=True),
     "fast": Mode("fast", torch.float16, Speed(compile=True)),
     "eager": Mode("eager", torch.float16, Speed()),
-    "nchw": Mode("nchw", torch.float16, Speed(channels_last=False, decode_split=0)),
+    "eager-nhwc": Mode("eager-nhwc", torch.float16, Speed(channels_last=True)),
     "bf16": Mode("bf16", torch.bfloat16, Speed()),
     "lowmem": Mode("lowmem", torch.float16, Speed(offload=True)),
     "fp32": Mode("fp32", torch.float32, Speed(overlap=False), in_memory=True),
@@ -562,7 +563,7 @@ class Bench:
             with self.section(f"{mode.name}: profile", needs_s=a.section_s / 2) as ok:
                 if ok:
                     profile_summary(pipe, mode, min(2 * a.window, a.frames), h, w,
-                                    self.out_dir / f"profile_{mode.name}.txt", self.writer)
+                                    self.out_dir / f"profile_{mode.name}_{w}x{h}.txt", self.writer)
 
     def _angles(self, key: str) -> None:
         ref_key = "fp32@" + key.split("@")[1]

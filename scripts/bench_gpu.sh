@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # The GPU benchmark behind docs/performance.md, sized for one 10-minute call
-# on one H100: one process times the eager modes while another compiles the
-# `fast` mode; the compiled mode is timed once the first process is done, so
-# the two never share the GPU while timing.
+# on one H100. Compilation takes minutes per resolution, so three processes
+# start together: one times the eager modes at once while the other two
+# compile the `fast` mode, one resolution each; each compiled process times
+# only once the process before it is done, so no two ever share the GPU
+# while timing. The fp32 baseline of the angular differences runs last (it
+# needs tens of GB of GPU memory).
 #   bash scripts/bench_gpu.sh OUT_DIR
 set -uo pipefail
 OUT=${1:?usage: bench_gpu.sh OUT_DIR}
 mkdir -p "$OUT" /tmp/keep
 export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
-rm -f /tmp/others.done
-B="python3 scripts/bench.py --size full --device cuda --frames 70 --res 1024x576 512x288 --angles --keep-dir /tmp/keep --out-dir $OUT --section-s 30"
-$B --modes reference fp32 eager bf16 lowmem --budget-s ${OTHERS_S:-300} --signal /tmp/others.done \
-   --json "$OUT/others.json" > "$OUT/others.log" 2>&1 &
-sleep 20
-$B --modes fast --no-flops --wait-for /tmp/others.done --budget-s ${FAST_S:-200} \
-   --long ${LONG:-100@1024x576 1000@1024x576 1000@512x288} --json "$OUT/fast.json" 2>&1 | tee "$OUT/fast.log"
+rm -f /tmp/eager.done /tmp/fast1024.done
+mkdir -p /tmp/profiles
+B="python3 scripts/bench.py --size full --device cuda --frames 70 --keep-dir /tmp/keep --out-dir /tmp/profiles --section-s 30"
+$B --modes ${EAGER_MODES:-reference lowmem eager} --res 1024x576 512x288 --budget-s ${EAGER_S:-270} \
+   --signal /tmp/eager.done --json "$OUT/eager.json" > "$OUT/eager.log" 2>&1 &
+sleep 10
+$B --modes fast --res 1024x576 --no-flops --wait-for /tmp/eager.done --budget-s ${FAST_S:-420} \
+   --long 100@1024x576 1000@1024x576 --signal /tmp/fast1024.done --json "$OUT/fast1024.json" \
+   > "$OUT/fast1024.log" 2>&1 &
+sleep 10
+$B --modes fast bf16 fp32 --res 512x288 --angles --no-flops --wait-for /tmp/fast1024.done --budget-s ${FAST_S:-420} \
+   --long 1000@512x288 --json "$OUT/fast512.json" > "$OUT/fast512.log" 2>&1
 wait
-tail -n 30 "$OUT/others.log"
+tar cf "$OUT/profiles.tar" -C /tmp profiles
+for f in eager fast1024 fast512; do echo "== $f"; grep -v "^There are modules" "$OUT/$f.log" | tail -n 25; done

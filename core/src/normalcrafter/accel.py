@@ -6,8 +6,11 @@ that); fp16/bf16 pipelines, whose results already carry half-precision
 rounding, also get the layout and batching choices below, which change
 results only at that rounding level:
 
-* channels-last convolutions (NHWC: tensor-core friendly, and it makes the
-  UNet's (B, C, H, W) -> (B, H*W, C) reshapes free);
+* with ``compile``, channels-last convolutions (NHWC: tensor-core friendly,
+  and it makes the UNet's (B, C, H, W) -> (B, H*W, C) reshapes free).
+  Not without it: PyTorch's eager GroupNorm converts NHWC tensors to NCHW
+  and back around every call, which made the eager UNet 2.2x and the
+  decoder 1.5x slower on an H100 (docs/performance.md);
 * the VAE encoder in bf16 rather than fp32 in fp16 pipelines: the release
   upcasts it only because fp16 overflows there, and bf16 has fp32's range;
 * cuDNN's per-shape algorithm search;
@@ -16,7 +19,8 @@ results only at that rounding level:
   still see the whole chunk).
 
 ``compile`` (regional torch.compile of the UNet's, VAE encoder's and
-decoder's repeated blocks; a minute or two per resolution) and ``offload`` (the low-memory mode) are opt-in.
+decoder's repeated blocks; about three minutes per resolution on an H100
+machine) and ``offload`` (the low-memory mode) are opt-in.
 """
 from __future__ import annotations
 
@@ -63,7 +67,7 @@ class Speed:
         if self.compile and not hasattr(torch, "compile"):
             raise ValueError("this PyTorch has no torch.compile")
         return Resolved(
-            channels_last=half if self.channels_last is None else self.channels_last,
+            channels_last=half and self.compile if self.channels_last is None else self.channels_last,
             encoder_dtype=enc,
             compile=self.compile and not self.offload,
             overlap=cuda if self.overlap is None else self.overlap,
