@@ -159,8 +159,10 @@ def test_regional_compile_matches_eager_without_graph_breaks(tiny_model, referen
     frames, ref = reference
     torch._dynamo.reset()
     dynamo_utils.counters.clear()
+    # With the GPU's layout and GroupNorm routing too (on the CPU the GroupNorm
+    # op runs PyTorch's; here it must go through compilation as one opaque op).
     pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32,
-                                 Speed(compile=True, decode_split=2))
+                                 Speed(compile=True, decode_split=2, channels_last=True, nhwc_group_norm=True))
     routers = [m.forward for m in list(pipe.unet.modules()) + list(pipe.vae.modules())
                if type(m.forward).__name__ == "ShapeRouted"]
     assert len(routers) > 20

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _resize_with_antialiasing
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _filter2d, _gaussian
 
 from .accel import UNET_REGIONS, VAE_REGIONS, Offloader, Speed, compile_regions, split_decoder, split_frames, to_channels_last
 from .model.loading import Components, load_components
@@ -50,6 +50,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)} or auto")
     return DTYPES[dtype]
+
+
+def antialias_kernels(height: int, width: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The horizontal and vertical Gaussian kernels with which SVD's
+    ``_resize_with_antialiasing`` blurs an image of this size before resizing
+    it to ``size`` x ``size`` (its sigma and kernel-size rules, its
+    ``_gaussian``): made once per size, so that no frame waits for a copy of
+    the kernels to the device."""
+    sigmas = (max((height / size - 1.0) / 2.0, 0.001), max((width / size - 1.0) / 2.0, 0.001))
+    ky, kx = (int(max(2.0 * 2 * sg, 3)) for sg in sigmas)
+    ky, kx = ky + (ky % 2 == 0), kx + (kx % 2 == 0)
+    sigma = torch.tensor([sigmas], dtype=torch.float32)
+    return _gaussian(kx, sigma[:, 1].view(1, 1))[..., None, :], _gaussian(ky, sigma[:, 0].view(1, 1))[..., None]
 
 
 @dataclass
@@ -115,6 +128,11 @@ class NormalCrafterPipeline:
         if sp.channels_last:
             for module in (self.unet, self.vae, self._encoder):
                 to_channels_last(module)
+        if sp.nhwc_group_norm:
+            from .groupnorm import use_nhwc_group_norm
+
+            for module in (self.unet, self.vae, self._encoder):
+                use_nhwc_group_norm(module)
         if sp.compile:
             # Before the split: a split layer then runs compiled code per frame.
             compile_regions(self.unet, UNET_REGIONS)
@@ -127,10 +145,18 @@ class NormalCrafterPipeline:
         if sp.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self.scheduler = c.scheduler
+        # The one Euler step's schedule is the same for every window: the
+        # scheduler keeps it on the host (its index lookups and comparisons
+        # would otherwise wait for the device each window), the UNet gets its
+        # timestep, and the micro-conditioning, from copies made once.
+        self.scheduler.set_timesteps(1, device="cpu")
+        self._timestep = self.scheduler.timesteps[0].to(self.device)
+        self._time_ids = torch.tensor([ADDED_TIME_IDS], dtype=self.dtype, device=self.device)
         fe = c.feature_extractor
         self._clip_size = int(c.image_encoder.config.image_size)
         self._clip_mean = torch.tensor(fe.image_mean, device=self.device).view(1, 3, 1, 1)
         self._clip_std = torch.tensor(fe.image_std, device=self.device).view(1, 3, 1, 1)
+        self._blur: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
         self.times = StageTimes()
         self.profile = False
 
@@ -168,7 +194,7 @@ class NormalCrafterPipeline:
         """Like ``encode_frames`` for (N, 3, H, W) float images in [0, 1] already
         on the device (training conditions on exactly what inference sees)."""
         with self._timed("clip"), self._resident(self.image_encoder):
-            y = _resize_with_antialiasing(x * 2.0 - 1.0, (self._clip_size, self._clip_size))
+            y = self._clip_resize(x * 2.0 - 1.0)
             y = ((y + 1.0) / 2.0 - self._clip_mean) / self._clip_std
             emb = self.image_encoder(y.to(self.dtype)).image_embeds.unsqueeze(1)
         with self._timed("encode"):
@@ -180,6 +206,17 @@ class NormalCrafterPipeline:
             latents = moments.chunk(2, dim=1)[0]
         return emb.to(self.dtype), latents.to(self.dtype)
 
+    def _clip_resize(self, x: torch.Tensor) -> torch.Tensor:
+        """SVD's ``_resize_with_antialiasing`` to the CLIP size, with its blur
+        kernels kept on the device."""
+        key = tuple(x.shape[-2:])
+        if key not in self._blur:
+            self._blur[key] = tuple(k.to(self.device) for k in antialias_kernels(*key, self._clip_size))
+        kernel_x, kernel_y = self._blur[key]
+        x = _filter2d(_filter2d(x, kernel_x), kernel_y)
+        return torch.nn.functional.interpolate(x, size=(self._clip_size, self._clip_size), mode="bicubic",
+                                               align_corners=True)
+
     @torch.no_grad()
     def predict_window(
         self, emb: torch.Tensor, rgb_latents: torch.Tensor, previous: torch.Tensor | None
@@ -189,14 +226,14 @@ class NormalCrafterPipeline:
         Returns (F, 4, h, w) normal latents, overlap blended."""
         with self._timed("unet"), self._resident(self.unet):
             sched = self.scheduler
-            sched.set_timesteps(1, device=self.device)
+            sched.set_timesteps(1, device="cpu")  # host-side: no device round trip
             t = sched.timesteps[0]
             latents = torch.zeros((1, *rgb_latents.shape), dtype=self.dtype, device=self.device)
             if previous is not None:
                 latents[:, : previous.shape[0]] = previous
             model_in = torch.cat([sched.scale_model_input(latents, t), rgb_latents[None]], dim=2)
-            time_ids = torch.tensor([ADDED_TIME_IDS], dtype=self.dtype, device=self.device)
-            out = self.unet(model_in, t, encoder_hidden_states=emb, added_time_ids=time_ids, return_dict=False)[0]
+            out = self.unet(model_in, self._timestep, encoder_hidden_states=emb, added_time_ids=self._time_ids,
+                            return_dict=False)[0]
             latents = sched.step(out, t, latents).prev_sample
             if previous is not None:
                 n = previous.shape[0]

@@ -1,0 +1,69 @@
+"""GroupNorm by rows of channels (groupnorm.py). Its Triton kernels run here
+on the CPU under Triton's interpreter, in a subprocess because the
+interpreter is chosen when Triton is first imported; on a GPU the same
+kernels are compiled."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from normalcrafter.groupnorm import group_norm_nhwc, use_nhwc_group_norm
+
+CHECK = textwrap.dedent("""
+    import torch, torch.nn.functional as F
+    from normalcrafter.groupnorm import rows_group_norm
+    torch.manual_seed(0)
+    cases = [((2, 128, 9, 13), torch.channels_last), ((1, 320, 5, 7), torch.channels_last),
+             ((1, 64, 3, 4, 5), torch.channels_last_3d), ((1, 1280, 3, 2), torch.channels_last)]
+    for shape, layout in cases:
+        # A large mean: the variance must not cancel away.
+        x = (torch.randn(shape) * 3 + 50).contiguous(memory_format=layout)
+        w, b = torch.randn(shape[1]), torch.randn(shape[1])
+        # Against float64 (PyTorch's own fp32 GroupNorm is off by 3e-4 here).
+        ref = F.group_norm(x.double(), 32, w.double(), b.double(), 1e-6)
+        y = rows_group_norm(x, 32, w, b, 1e-6)
+        assert y.is_contiguous(memory_format=layout), shape
+        assert (y.double() - ref).abs().max() < 2e-5, (shape, (y.double() - ref).abs().max())
+        x16 = x.half()
+        ref16 = F.group_norm(x16.double(), 32, w.half().double(), b.half().double(), 1e-6)
+        y16 = rows_group_norm(x16, 32, w.half(), b.half(), 1e-6)
+        assert y16.dtype == torch.float16
+        # fp16 rounding of the output only (|y| < 16: half an ulp <= 2**-7).
+        assert (y16.double() - ref16).abs().max() <= 2 ** -7, (shape, (y16.double() - ref16).abs().max())
+    plain = rows_group_norm(torch.randn(1, 64, 4, 4).contiguous(memory_format=torch.channels_last), 32, None, None, 1e-5)
+    assert plain.shape == (1, 64, 4, 4)
+    print("ok")
+""")
+
+
+def test_kernels_match_group_norm_under_the_triton_interpreter():
+    pytest.importorskip("triton", reason="Triton is not installed (requirements/test.txt pins it)")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    r = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_op_falls_back_to_pytorch_off_the_gpu():
+    """fp32, NCHW or CPU tensors take PyTorch's own GroupNorm, bit for bit."""
+    x = torch.randn(2, 64, 5, 6)
+    w, b = torch.randn(64), torch.randn(64)
+    for t in (x, x.contiguous(memory_format=torch.channels_last), x.half()):
+        assert torch.equal(group_norm_nhwc(t, 32, w.to(t.dtype), b.to(t.dtype), 1e-5),
+                           F.group_norm(t, 32, w.to(t.dtype), b.to(t.dtype), 1e-5))
+
+
+def test_routing_keeps_weights_and_results(tiny_model):
+    from normalcrafter.model.loading import load_components
+
+    vae = load_components(str(tiny_model)).vae
+    keys = set(vae.state_dict())
+    z = torch.randn(3, 4, 8, 12)
+    with torch.no_grad():
+        before = vae.decode(z, num_frames=3).sample
+        assert use_nhwc_group_norm(vae) > 10
+        after = vae.decode(z, num_frames=3).sample
+    assert set(vae.state_dict()) == keys and torch.equal(before, after)
