@@ -14,7 +14,7 @@ export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 rm -f /tmp/eager.done /tmp/fast1024.done
 mkdir -p /tmp/profiles
 B="python3 scripts/bench.py --size full --device cuda --frames 70 --keep-dir /tmp/keep --out-dir /tmp/profiles --section-s 30"
-$B --modes ${EAGER_MODES:-reference lowmem eager} --res 1024x576 512x288 --budget-s ${EAGER_S:-270} \
+$B --modes ${EAGER_MODES:-eager reference lowmem} --res 1024x576 512x288 --budget-s ${EAGER_S:-270} \
    --signal /tmp/eager.done --json "$OUT/eager.json" > "$OUT/eager.log" 2>&1 &
 sleep 10
 $B --modes fast --res 1024x576 --no-flops --wait-for /tmp/eager.done --budget-s ${FAST_S:-420} \

@@ -41,5 +41,5 @@ def test_bench_smoke_tiny_cpu(tmp_path):
     assert all(0 <= a["mean_deg"] <= a["max_deg"] <= 180 for a in angles.values())
 
     assert "| reference | 64x64 | 7 |" in table.read_text()
-    assert (tmp_path / "prof" / "profile_reference.txt").stat().st_size > 0
+    assert (tmp_path / "prof" / "profile_reference_64x64.txt").stat().st_size > 0
     assert ("eager", 10) in runs  # the long-clip memory run
