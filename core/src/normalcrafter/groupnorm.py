@@ -84,15 +84,6 @@ def _rows(x: torch.Tensor) -> tuple[int, int, int] | None:
     return x.shape[0], x[0, 0].numel(), x.shape[1]
 
 
-def available() -> bool:
-    """Triton is importable (it comes with PyTorch's CUDA builds)."""
-    try:
-        _kernels()
-    except ImportError:
-        return False
-    return True
-
-
 @torch.library.custom_op("normalcrafter::group_norm_nhwc", mutates_args=())
 def group_norm_nhwc(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
                     eps: float) -> torch.Tensor:
