@@ -11,9 +11,9 @@ with EXR writing (``.npy`` where OpenEXR is missing), in several modes:
 * ``fast``: fp16 (VAE encoder bf16), channels-last, regional torch.compile
   (its compile time is reported apart), split decoder, frames read in a
   thread of their own, the clip loop a few chunks ahead of writer processes;
-* ``eager``: ``fast`` without compilation, NCHW; ``bf16``: the same all in
-  bf16; ``eager-nhwc-gn`` and ``fast-gn``: channels-last with the Triton
-  GroupNorm (groupnorm.py), eager and compiled;
+* ``eager``: ``fast`` without compilation, with the Triton GroupNorm
+  (groupnorm.py); ``bf16``: the same all in bf16; ``eager-nchw``: NCHW with
+  PyTorch's GroupNorm; ``fast-gn``: ``fast`` with the Triton GroupNorm;
 * ``lowmem``: ``eager`` with UNet and CLIP weights offloaded to host memory;
 * ``fp32``: exact fp32 (TF32 off), the baseline of the angular differences.
 
@@ -73,7 +73,7 @@ MODES = {
                                                        decode_split=0, cudnn_benchmark=False), in_memory=True),
     "fast": Mode("fast", torch.float16, Speed(compile=True)),
     "eager": Mode("eager", torch.float16, Speed()),
-    "eager-nhwc-gn": Mode("eager-nhwc-gn", torch.float16, Speed(channels_last=True, nhwc_group_norm=True)),
+    "eager-nchw": Mode("eager-nchw", torch.float16, Speed(channels_last=False, nhwc_group_norm=False)),
     "fast-gn": Mode("fast-gn", torch.float16, Speed(compile=True, nhwc_group_norm=True)),
     "bf16": Mode("bf16", torch.bfloat16, Speed()),
     "lowmem": Mode("lowmem", torch.float16, Speed(offload=True)),

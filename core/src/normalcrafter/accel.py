@@ -6,11 +6,12 @@ that); fp16/bf16 pipelines, whose results already carry half-precision
 rounding, also get the layout and batching choices below, which change
 results only at that rounding level:
 
-* with ``compile``, channels-last convolutions (NHWC: tensor-core friendly,
-  and it makes the UNet's (B, C, H, W) -> (B, H*W, C) reshapes free). Not
-  without it: PyTorch's eager GroupNorm converts NHWC tensors to NCHW and
-  back around every call, which made the eager UNet 2.2x and the decoder
-  1.5x slower on an H100 than NCHW (docs/performance.md);
+* channels-last convolutions (NHWC: tensor-core friendly, and it makes the
+  UNet's (B, C, H, W) -> (B, H*W, C) reshapes free), but only with a
+  GroupNorm made for that layout: inductor's when compiling, else the
+  Triton one of groupnorm.py. PyTorch's eager GroupNorm converts NHWC
+  tensors to NCHW and back around every call, which made eager NHWC runs
+  slower than NCHW ones (docs/performance.md);
 * the VAE encoder in bf16 rather than fp32 in fp16 pipelines: the release
   upcasts it only because fp16 overflows there, and bf16 has fp32's range;
 * cuDNN's per-shape algorithm search;
@@ -52,11 +53,12 @@ class Speed:
     # layers; 0 = the whole chunk.
     decode_split: int | None = None
     cudnn_benchmark: bool | None = None
-    # GroupNorm by rows of channels in Triton (groupnorm.py), opt-in: its
-    # kernels beat PyTorch's and inductor's on NHWC tensors, but the host-side
-    # merge of the statistics (a dozen small operations a call) made whole
-    # runs slower on an H100 (docs/performance.md).
-    nhwc_group_norm: bool = False
+    # GroupNorm by rows of channels in Triton (groupnorm.py). Automatic: on
+    # for fp16/bf16 on CUDA without ``compile`` where Triton is importable
+    # (eager runs at 1024x576 went from 244 to 175 ms/frame on an H100);
+    # off with ``compile``, where inductor's GroupNorm, fused with its
+    # neighbours, beat it (docs/performance.md).
+    nhwc_group_norm: bool | None = None
 
     def resolve(self, device: torch.device, dtype: torch.dtype, force_upcast: bool) -> "Resolved":
         half = dtype != torch.float32
@@ -71,15 +73,21 @@ class Speed:
             enc = dtype
         if self.compile and not hasattr(torch, "compile"):
             raise ValueError("this PyTorch has no torch.compile")
+        if self.nhwc_group_norm is None:
+            from .groupnorm import available
+
+            fused_gn = half and cuda and not self.compile and available()
+        else:
+            fused_gn = self.nhwc_group_norm
         return Resolved(
-            channels_last=half and self.compile if self.channels_last is None else self.channels_last,
+            channels_last=half and (self.compile or fused_gn) if self.channels_last is None else self.channels_last,
             encoder_dtype=enc,
             compile=self.compile and not self.offload,
             overlap=cuda if self.overlap is None else self.overlap,
             offload=self.offload,
             decode_split=(1 if half and cuda else 0) if self.decode_split is None else self.decode_split,
             cudnn_benchmark=(cuda and half) if self.cudnn_benchmark is None else self.cudnn_benchmark,
-            nhwc_group_norm=self.nhwc_group_norm,
+            nhwc_group_norm=fused_gn,
         )
 
 
