@@ -211,3 +211,25 @@ def test_job_writes_frames_in_processes_identically(tiny_model, tmp_path, monkey
         assert frames == list(range(12)) and progress == list(range(1, 13)) and r["frames"] == 12
         results[procs] = [read_exr_normals(tmp_path / f"out{procs}" / f"normal.{i:05d}.exr")[0] for i in range(12)]
     assert all(np.array_equal(a, b) for a, b in zip(results[0], results[2]))
+
+
+def test_compile_setting_reaches_the_pipeline(tiny_model):
+    """`normalcrafter estimate --compile` and the worker's "compile": true ask
+    the pipeline cache for a compiled pipeline, kept apart from a plain one."""
+    import argparse
+
+    from normalcrafter.errors import NormalCrafterError
+    from normalcrafter.estimate_cli import add_arguments, settings_from_args
+    from normalcrafter.job import EstimateSettings, PipelineCache
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert settings_from_args(parser.parse_args(["in.mp4", "-o", "out", "--compile"])).compile
+    assert EstimateSettings.from_dict({"compile": True}).compile
+    with pytest.raises(NormalCrafterError, match="compile must be true or false"):
+        EstimateSettings.from_dict({"compile": "yes"})
+    cache = PipelineCache()
+    compiled, _ = cache.get(str(tiny_model), "cpu", "fp32", compile=True)
+    assert compiled.speed.compile
+    plain, cached = cache.get(str(tiny_model), "cpu", "fp32")
+    assert not cached and not plain.speed.compile and cache.loads == 2

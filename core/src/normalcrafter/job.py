@@ -56,6 +56,9 @@ class EstimateSettings:
     model_convention: str | None = None  # override the model's recorded convention
     camera_rotations: str | None = None  # JSON of per-frame camera-to-world rotations
     preview: bool = False
+    # torch.compile of the model's blocks: how it runs, not what it computes
+    # (results differ by rounding only, so a resume may switch it).
+    compile: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> "EstimateSettings":
@@ -96,6 +99,9 @@ class EstimateSettings:
             start, end = self.frames
             if start < 0 or (end is not None and end <= start):
                 raise bad(f"frames {start}:{end}: need 0 <= start < end")
+        for name in ("renormalize", "preview", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(f"{name} must be true or false")
         if self.format not in FORMATS:
             raise bad(f"format must be one of {', '.join(FORMATS)}")
         if self.dtype not in ("auto", "fp32", "fp16", "bf16"):
@@ -137,17 +143,19 @@ class PipelineCache:
         self._pipe = None
         self.loads = 0
 
-    def get(self, model: str, device: str, dtype: str, on_event: OnEvent | None = None):
+    def get(self, model: str, device: str, dtype: str, on_event: OnEvent | None = None, compile: bool = False):
+        from .accel import Speed
         from .pipeline import NormalCrafterPipeline, resolve_device, resolve_dtype
 
         dev = resolve_device(device)
-        key = (model, str(dev), str(resolve_dtype(dtype, dev)))
+        key = (model, str(dev), str(resolve_dtype(dtype, dev)), compile)
         if key == self._key:
             return self._pipe, True
         self.clear()
         if on_event:
             on_event({"type": "stage", "stage": "loading_model", "message": f"loading model {model} on {dev}"})
-        self._pipe = NormalCrafterPipeline.from_pretrained(model, device=str(dev), dtype=dtype)
+        self._pipe = NormalCrafterPipeline.from_pretrained(model, device=str(dev), dtype=dtype,
+                                                           speed=Speed(compile=compile))
         self._key = key
         self.loads += 1
         return self._pipe, False
@@ -306,7 +314,7 @@ def run_estimate(
         emit({"type": "stage", "stage": "done", "message": "all frames already written"})
         return _result(folder, src, [], 0, len(done), settings, model, None, t_start, pipelines)
 
-    pipe, cached = pipelines.get(model, settings.device, settings.dtype, emit)
+    pipe, cached = pipelines.get(model, settings.device, settings.dtype, emit, compile=settings.compile)
     pipe.times = type(pipe.times)()
     model_conv = settings.model_convention or pipe.convention
     out_conv = canonical(settings.convention)
@@ -316,7 +324,8 @@ def run_estimate(
     emit({
         "type": "stage", "stage": "estimating",
         "message": f"{len(src) - len(done)} of {len(src)} frames at {src.size[1]}x{src.size[0]}"
-        + (" (resuming)" if resumed else "") + (" (model already loaded)" if cached else ""),
+        + (" (resuming)" if resumed else "") + (" (model already loaded)" if cached else "")
+        + (" (compiling first: minutes per new resolution)" if settings.compile else ""),
     })
     files: list[str] = []
     t0 = time.perf_counter()
