@@ -11,8 +11,7 @@ without this op.
 
 The arithmetic is GroupNorm's: statistics in fp32 per block of pixels,
 merged in float64; only the output's rounding to fp16/bf16 differs from
-PyTorch's.
-Anything else (fp32, NCHW, no Triton, no CUDA) goes to ``F.group_norm``.
+PyTorch's. Anything else (fp32, NCHW, CPU tensors) goes to ``F.group_norm``.
 """
 from __future__ import annotations
 

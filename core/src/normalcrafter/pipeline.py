@@ -25,7 +25,9 @@ import numpy as np
 import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _filter2d, _gaussian
 
-from .accel import UNET_REGIONS, VAE_REGIONS, Offloader, Speed, compile_regions, split_decoder, split_frames, to_channels_last
+from .accel import (
+    UNET_REGIONS, VAE_REGIONS, Offloader, Speed, compile_regions, split_decoder, split_frames, to_channels_last,
+)
 from .model.loading import Components, load_components
 from .overlap import background
 from .preprocess import Padding, pad_frame, padding_for, unpad
