@@ -68,3 +68,31 @@ def test_routing_keeps_weights_and_results(tiny_model):
         assert use_nhwc_group_norm(vae) > 10
         after = vae.decode(z, num_frames=3).sample
     assert set(vae.state_dict()) == keys and torch.equal(before, after)
+
+
+def test_a_failing_triton_build_falls_back_for_good(monkeypatch):
+    """Where Triton cannot build for a GPU, the first failure warns once and
+    PyTorch's GroupNorm serves every later call; running out of memory is
+    not such a failure and propagates."""
+    from normalcrafter import groupnorm
+
+    calls = []
+
+    def broken(*args):
+        calls.append(1)
+        raise RuntimeError("no kernel image for this GPU")
+
+    monkeypatch.setattr(groupnorm, "rows_group_norm", broken)
+    monkeypatch.setattr(groupnorm, "_broken", [])
+    x = torch.randn(1, 64, 4, 4)
+    with pytest.warns(RuntimeWarning, match="no kernel image"):
+        assert groupnorm._try_rows(x, 32, None, None, 1e-5) is None
+    assert groupnorm._try_rows(x, 32, None, None, 1e-5) is None and len(calls) == 1
+
+    def oom(*args):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(groupnorm, "rows_group_norm", oom)
+    monkeypatch.setattr(groupnorm, "_broken", [])
+    with pytest.raises(torch.OutOfMemoryError):
+        groupnorm._try_rows(x, 32, None, None, 1e-5)

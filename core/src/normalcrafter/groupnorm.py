@@ -16,6 +16,7 @@ PyTorch's. Anything else (fp32, NCHW, CPU tensors) goes to ``F.group_norm``.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -100,12 +101,36 @@ def group_norm_nhwc(x: torch.Tensor, groups: int, weight: torch.Tensor | None, b
     """``F.group_norm(x, groups, weight, bias, eps)``, computed by rows of
     channels when ``x`` is a channels-last fp16/bf16 CUDA tensor; anything
     else goes to PyTorch."""
-    if not x.is_cuda or x.dtype not in (torch.float16, torch.bfloat16) or _rows(x) is None:
-        y = F.group_norm(x, groups, weight, bias, eps)
-        # The op promises x's layout (compiled code plans for it); PyTorch
-        # returns NCHW for channels-last input on some devices.
-        return y if y.stride() == x.stride() else torch.empty_like(x).copy_(y)
-    return rows_group_norm(x, groups, weight, bias, eps)
+    if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _rows(x) is not None:
+        y = _try_rows(x, groups, weight, bias, eps)
+        if y is not None:
+            return y
+    y = F.group_norm(x, groups, weight, bias, eps)
+    # The op promises x's layout (compiled code plans for it); PyTorch
+    # returns NCHW for channels-last input on some devices.
+    return y if y.stride() == x.stride() else torch.empty_like(x).copy_(y)
+
+
+# Why the Triton path was given up in this process, if it was (an old GPU,
+# a Triton that cannot build for it): slower from then on, never wrong.
+_broken: list[str] = []
+
+
+def _try_rows(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+              eps: float) -> torch.Tensor | None:
+    """``rows_group_norm``, or None (with one warning, and for good) once it
+    has failed for a reason other than memory."""
+    if _broken:
+        return None
+    try:
+        return rows_group_norm(x, groups, weight, bias, eps)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any build or launch failure: PyTorch's GroupNorm instead
+        _broken.append(f"{type(exc).__name__}: {exc}")
+        warnings.warn(f"Triton GroupNorm unavailable, using PyTorch's: {_broken[0][:200]}", RuntimeWarning,
+                      stacklevel=2)
+        return None
 
 
 def rows_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
