@@ -59,6 +59,7 @@ def job_settings(settings, prefs) -> tuple:
         "max_res": settings.max_res,
         "format": "exr",
         "renormalize": settings.renormalize,
+        "compile": settings.compile,
         "convention": "opengl",
     }
     model = settings.model.strip() or prefs.model_source.strip()

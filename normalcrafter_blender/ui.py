@@ -112,6 +112,7 @@ def draw_advanced(layout, context) -> None:
     col.prop(settings, "stride")
     col.prop(settings, "decode_chunk")
     col.prop(settings, "renormalize")
+    col.prop(settings, "compile")
 
 
 def _panel(space: str, name: str, label: str, draw, parent: str | None = None, closed: bool = False) -> type:

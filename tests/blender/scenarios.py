@@ -359,6 +359,9 @@ def scenario_flow(args: dict) -> dict:
     facts["world"] = {**estimate(), "status": status_lines(), "plans": [
         p.job() for p in operators.gather_plans(bpy.context, "world", "")[0]]}
     scene.normalcrafter.world_space = False
+    scene.normalcrafter.compile = True
+    facts["compile_plans"] = [p.job() for p in operators.gather_plans(bpy.context, "world", "")[0]]
+    scene.normalcrafter.compile = False
 
     # A movie clip: an image sequence datablock.
     clip = bpy.data.movieclips.load(a)

@@ -269,3 +269,8 @@ def test_world_space_option_sends_camera_rotations_and_gets_an_nworld_pass(flow)
         assert np.abs(nw - n @ r.T).max() < 5e-3
     # the camera turned about Z between the first and last frame
     assert not np.allclose(rotations[str(first)], rotations[str(stop - 1)], atol=1e-3)
+
+
+def test_compile_option_reaches_the_job(flow):
+    assert flow["world"]["plans"][0]["compile"] is False
+    assert flow["compile_plans"] and all(job["compile"] is True for job in flow["compile_plans"])
