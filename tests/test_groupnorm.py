@@ -18,7 +18,10 @@ CHECK = textwrap.dedent("""
     from normalcrafter.groupnorm import rows_group_norm
     torch.manual_seed(0)
     cases = [((2, 128, 9, 13), torch.channels_last), ((1, 320, 5, 7), torch.channels_last),
-             ((1, 64, 3, 4, 5), torch.channels_last_3d), ((1, 1280, 3, 2), torch.channels_last)]
+             ((1, 64, 3, 4, 5), torch.channels_last_3d), ((1, 1280, 3, 2), torch.channels_last),
+             # Enough pixels for several blocks per program and more programs
+             # than the merge reads at once, with a partial last block.
+             ((1, 128, 255, 301), torch.channels_last)]
     for shape, layout in cases:
         # A large mean: the variance must not cancel away.
         x = (torch.randn(shape) * 3 + 50).contiguous(memory_format=layout)

@@ -1,13 +1,13 @@
-"""GroupNorm for channels-last half-precision tensors, in two Triton kernels.
+"""GroupNorm for channels-last half-precision tensors, in three Triton kernels.
 
 Why: PyTorch's eager GroupNorm turns an NHWC tensor into NCHW and back around
 every call, which made it the largest cost of an eager channels-last run on
 an H100 (docs/performance.md). Here each program reads whole pixel rows of
 all channels, which is one coalesced pass for the statistics and one read
-and write for the result. The statistics are merged on the host side in a
-dozen small tensor operations per call: compiled runs, where inductor fuses
-its own GroupNorm with the SiLU and additions around it, were faster
-without this op.
+and write for the result; a small kernel between them merges the per-block
+statistics into each group's. In compiled runs, inductor's own GroupNorm,
+fused with the SiLU and additions around it, was faster than this op (when
+its merge still took a dozen small PyTorch operations).
 
 The arithmetic is GroupNorm's: statistics in fp32 per block of pixels,
 merged in float64; only the output's rounding to fp16/bf16 differs from
@@ -60,6 +60,47 @@ def _kernels():
         tl.store(M2 + out, m2, mask=cmask)
 
     @triton.jit
+    def merge(Mean, M2, W, B, Scale, Shift, P, C, PER, R, SPAN, eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
+              BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
+        # One (sample, group): the R programs' per-channel pieces merged into
+        # the group's mean and variance (float64, two passes: mean, then the
+        # squared deviations of the pieces), written as the per-channel
+        # scale and shift that ``apply`` uses.
+        n = tl.program_id(0)
+        g = tl.program_id(1)
+        j = tl.arange(0, BLOCK_G)[None, :]
+        ch = g * PER + j
+        cmask = j < PER
+        total = P.to(tl.float64) * PER
+        acc = tl.zeros((BLOCK_R, BLOCK_G), dtype=tl.float64)
+        for r0 in range(0, R, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)[:, None]
+            mask = (r < R) & cmask
+            k = tl.minimum(tl.maximum(P - r * SPAN, 0), SPAN).to(tl.float64)
+            m = tl.load(Mean + (n * R + r).to(tl.int64) * C + ch, mask=mask, other=0.0).to(tl.float64)
+            acc += tl.where(mask, k * m, 0.0)
+        mean = tl.sum(tl.sum(acc, axis=1), axis=0) / total
+        acc = tl.zeros((BLOCK_R, BLOCK_G), dtype=tl.float64)
+        for r0 in range(0, R, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)[:, None]
+            mask = (r < R) & cmask
+            k = tl.minimum(tl.maximum(P - r * SPAN, 0), SPAN).to(tl.float64)
+            m = tl.load(Mean + (n * R + r).to(tl.int64) * C + ch, mask=mask, other=0.0).to(tl.float64)
+            q = tl.load(M2 + (n * R + r).to(tl.int64) * C + ch, mask=mask, other=0.0).to(tl.float64)
+            acc += tl.where(mask, q + k * (m - mean) * (m - mean), 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(acc, axis=1), axis=0) / total + eps)
+        c1 = g * PER + tl.arange(0, BLOCK_G)
+        c1mask = tl.arange(0, BLOCK_G) < PER
+        scale = tl.zeros((BLOCK_G,), dtype=tl.float64) + rstd
+        if HAS_W:
+            scale = scale * tl.load(W + c1, mask=c1mask, other=0.0).to(tl.float64)
+        shift = -mean * scale
+        if HAS_B:
+            shift = shift + tl.load(B + c1, mask=c1mask, other=0.0).to(tl.float64)
+        tl.store(Scale + n * C + c1, scale.to(tl.float32), mask=c1mask)
+        tl.store(Shift + n * C + c1, shift.to(tl.float32), mask=c1mask)
+
+    @triton.jit
     def apply(X, Y, Scale, Shift, P, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         n = tl.program_id(0)
         b = tl.program_id(1)
@@ -72,7 +113,7 @@ def _kernels():
         shift = tl.load(Shift + n * C + c, mask=c < C, other=0.0)
         tl.store(Y + offs, (x * scale + shift).to(Y.dtype.element_ty), mask=mask)
 
-    return stats, apply
+    return stats, merge, apply
 
 
 def _rows(x: torch.Tensor) -> tuple[int, int, int] | None:
@@ -141,7 +182,7 @@ def rows_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, b
     if rows is None:
         raise ValueError("rows_group_norm needs a channels-last tensor")
     n, p, c = rows
-    stats, apply = _kernels()
+    stats, merge, apply = _kernels()
     block_c = 1 << (c - 1).bit_length()
     block_p = max(1, _BLOCK_ELEMENTS // block_c)
     blocks = -(-p // block_p)
@@ -150,27 +191,16 @@ def rows_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, b
     mean = torch.empty((n, programs, c), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(mean)
     stats[(n, programs)](x, mean, m2, p, c, ITERS=iters, BLOCK_P=block_p, BLOCK_C=block_c)
-    # Merge the programs' pieces into groups (Chan's formula, in float64).
     per = c // groups
-    span = iters * block_p
-    counts = (p - torch.arange(programs, device=x.device, dtype=torch.float64) * span).clamp(0, span)
-    counts = counts.repeat_interleave(per)  # pieces of a group: (program, channel in group)
-    pieces = mean.double().view(n, programs, groups, per).transpose(1, 2).reshape(n, groups, -1)
-    total = float(p * per)
-    group_mean = (pieces * counts).sum(-1) / total
-    group_m2 = m2.double().view(n, programs, groups, per).transpose(1, 2).reshape(n, groups, -1).sum(-1)
-    group_m2 = group_m2 + (counts * (pieces - group_mean[..., None]) ** 2).sum(-1)
-    rstd = torch.rsqrt(group_m2 / total + eps)
-    scale = rstd.repeat_interleave(per, dim=1)  # (n, c)
-    shift = -group_mean.repeat_interleave(per, dim=1) * scale
-    if weight is not None:
-        scale = scale * weight.double()
-        shift = shift * weight.double()
-    if bias is not None:
-        shift = shift + bias.double()
+    scale = torch.empty((n, c), device=x.device, dtype=torch.float32)
+    shift = torch.empty_like(scale)
+    block_g = 1 << (per - 1).bit_length()
+    merge[(n, groups)](mean, m2, weight if weight is not None else scale, bias if bias is not None else scale,
+                       scale, shift, p, c, per, programs, iters * block_p, eps,
+                       HAS_W=weight is not None, HAS_B=bias is not None,
+                       BLOCK_R=max(1, 1024 // block_g), BLOCK_G=block_g)
     y = torch.empty_like(x)
-    apply[(n, blocks)](x, y, scale.float().contiguous(), shift.float().contiguous(), p, c,
-                       BLOCK_P=block_p, BLOCK_C=block_c)
+    apply[(n, blocks)](x, y, scale, shift, p, c, BLOCK_P=block_p, BLOCK_C=block_c)
     return y
 
 
