@@ -3,9 +3,10 @@
 # on one H100. Compilation takes minutes per resolution, so three processes
 # start together: one times the eager modes at once while the other two
 # compile the `fast` mode, one resolution each; each compiled process times
-# only once the process before it is done, so no two ever share the GPU
-# while timing. The fp32 baseline of the angular differences runs last (it
-# needs tens of GB of GPU memory).
+# only once the process before it is done. Timings taken while another
+# process compiles share the CPU with it (docs/performance.md says which).
+# The fp32 baseline of the angular differences runs last (it needs tens of
+# GB of GPU memory).
 #   bash scripts/bench_gpu.sh OUT_DIR
 set -uo pipefail
 OUT=${1:?usage: bench_gpu.sh OUT_DIR}
