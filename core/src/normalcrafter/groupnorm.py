@@ -63,32 +63,31 @@ def _kernels():
     def merge(Mean, M2, W, B, Scale, Shift, P, C, PER, R, SPAN, eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
               BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
         # One (sample, group): the R programs' per-channel pieces merged into
-        # the group's mean and variance (float64, two passes: mean, then the
-        # squared deviations of the pieces), written as the per-channel
-        # scale and shift that ``apply`` uses.
+        # the group's mean and variance, written as the per-channel scale and
+        # shift that ``apply`` uses. Sums in float64, of deviations from one
+        # piece's mean (close to the group's), so nothing cancels.
         n = tl.program_id(0)
         g = tl.program_id(1)
         j = tl.arange(0, BLOCK_G)[None, :]
         ch = g * PER + j
         cmask = j < PER
         total = P.to(tl.float64) * PER
-        acc = tl.zeros((BLOCK_R, BLOCK_G), dtype=tl.float64)
+        ref = tl.load(Mean + n * R * C + g * PER).to(tl.float64)
+        s1 = tl.zeros((BLOCK_R, BLOCK_G), dtype=tl.float64)
+        s2 = tl.zeros((BLOCK_R, BLOCK_G), dtype=tl.float64)
         for r0 in range(0, R, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)[:, None]
             mask = (r < R) & cmask
             k = tl.minimum(tl.maximum(P - r * SPAN, 0), SPAN).to(tl.float64)
-            m = tl.load(Mean + (n * R + r).to(tl.int64) * C + ch, mask=mask, other=0.0).to(tl.float64)
-            acc += tl.where(mask, k * m, 0.0)
-        mean = tl.sum(tl.sum(acc, axis=1), axis=0) / total
-        acc = tl.zeros((BLOCK_R, BLOCK_G), dtype=tl.float64)
-        for r0 in range(0, R, BLOCK_R):
-            r = r0 + tl.arange(0, BLOCK_R)[:, None]
-            mask = (r < R) & cmask
-            k = tl.minimum(tl.maximum(P - r * SPAN, 0), SPAN).to(tl.float64)
-            m = tl.load(Mean + (n * R + r).to(tl.int64) * C + ch, mask=mask, other=0.0).to(tl.float64)
-            q = tl.load(M2 + (n * R + r).to(tl.int64) * C + ch, mask=mask, other=0.0).to(tl.float64)
-            acc += tl.where(mask, q + k * (m - mean) * (m - mean), 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(tl.sum(acc, axis=1), axis=0) / total + eps)
+            offs = (n * R + r).to(tl.int64) * C + ch
+            d = tl.load(Mean + offs, mask=mask, other=0.0).to(tl.float64) - ref
+            q = tl.load(M2 + offs, mask=mask, other=0.0).to(tl.float64)
+            s1 += tl.where(mask, k * d, 0.0)
+            s2 += tl.where(mask, q + k * d * d, 0.0)
+        shift_sum = tl.sum(tl.sum(s1, axis=1), axis=0)
+        mean = ref + shift_sum / total
+        var = (tl.sum(tl.sum(s2, axis=1), axis=0) - shift_sum * shift_sum / total) / total
+        rstd = 1.0 / tl.sqrt(tl.maximum(var, 0.0) + eps)
         c1 = g * PER + tl.arange(0, BLOCK_G)
         c1mask = tl.arange(0, BLOCK_G) < PER
         scale = tl.zeros((BLOCK_G,), dtype=tl.float64) + rstd
