@@ -357,8 +357,8 @@ def run_estimate(
     try:
         if fmt == "npy":
             npy = NpyWriter(npy_final, len(src), *src.size)
-        elif writer_processes(pipe.device.type):
-            writer = BackgroundWriter(workers=writer_processes(pipe.device.type), processes=True)
+        elif (processes := writer_processes(pipe.device.type)):
+            writer = BackgroundWriter(workers=processes, processes=True)
         produced = src.stream(pipe, cancelled, done.__contains__) if settings.context else pipe.stream(
             iter(src), len(src), settings.window, settings.stride, settings.decode_chunk,
             should_stop=cancelled, skip=done.__contains__,
