@@ -9,11 +9,13 @@ with EXR writing (``.npy`` where OpenEXR is missing), in several modes:
 * ``reference``: the published code's choices: fp16, VAE encoder in fp32,
   NCHW, no compilation, whole clip in memory, files written at the end;
 * ``fast``: fp16 (VAE encoder bf16), channels-last, regional torch.compile
-  (its compile time is reported apart), split decoder, frames read in a
-  thread of their own, the clip loop a few chunks ahead of writer processes;
+  (its compile time is reported apart), split decoder, model calls replayed
+  from CUDA graphs, frames read in a thread of their own, the clip loop a
+  few chunks ahead of writer processes;
 * ``eager``: ``fast`` without compilation, with the Triton GroupNorm
   (groupnorm.py); ``bf16``: the same all in bf16; ``eager-nchw``: NCHW with
-  PyTorch's GroupNorm; ``fast-gn``: ``fast`` with the Triton GroupNorm;
+  PyTorch's GroupNorm, no graphs; ``fast-gn``: ``fast`` with the Triton
+  GroupNorm; ``eager-nograph``, ``fast-nograph``: without CUDA graphs;
 * ``lowmem``: ``eager`` with UNet and CLIP weights offloaded to host memory;
 * ``fp32``: exact fp32 (TF32 off), the baseline of the angular differences.
 
@@ -70,10 +72,14 @@ class Mode:
 
 MODES = {
     "reference": Mode("reference", torch.float16, Speed(channels_last=False, encoder_dtype="fp32", overlap=False,
-                                                       decode_split=0, cudnn_benchmark=False), in_memory=True),
+                                                       decode_split=0, cudnn_benchmark=False, cuda_graphs=False),
+                      in_memory=True),
     "fast": Mode("fast", torch.float16, Speed(compile=True)),
     "eager": Mode("eager", torch.float16, Speed()),
-    "eager-nchw": Mode("eager-nchw", torch.float16, Speed(channels_last=False, nhwc_group_norm=False)),
+    "eager-nchw": Mode("eager-nchw", torch.float16, Speed(channels_last=False, nhwc_group_norm=False,
+                                                         cuda_graphs=False)),
+    "eager-nograph": Mode("eager-nograph", torch.float16, Speed(cuda_graphs=False)),
+    "fast-nograph": Mode("fast-nograph", torch.float16, Speed(compile=True, cuda_graphs=False)),
     "fast-gn": Mode("fast-gn", torch.float16, Speed(compile=True, nhwc_group_norm=True)),
     "bf16": Mode("bf16", torch.bfloat16, Speed()),
     "lowmem": Mode("lowmem", torch.float16, Speed(offload=True)),

@@ -48,6 +48,16 @@ def test_gpu_half_defaults_pair_channels_last_with_a_matching_group_norm():
     assert not plain.channels_last and not plain.nhwc_group_norm
 
 
+def test_cuda_graphs_only_on_cuda_and_never_with_offload():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert Speed().resolve(cuda, torch.float16, True).cuda_graphs
+    assert Speed(compile=True).resolve(cuda, torch.bfloat16, True).cuda_graphs
+    assert not Speed().resolve(cuda, torch.float32, True).cuda_graphs
+    assert not Speed(offload=True).resolve(cuda, torch.float16, True).cuda_graphs
+    assert not Speed(cuda_graphs=True).resolve(cpu, torch.float16, True).cuda_graphs
+    assert not Speed(cuda_graphs=False).resolve(cuda, torch.float16, True).cuda_graphs
+
+
 def test_overlapped_stream_is_bit_identical(tiny_model, reference):
     frames, ref = reference
     pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32, Speed(overlap=True))

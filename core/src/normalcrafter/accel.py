@@ -17,7 +17,10 @@ results only at that rounding level:
 * cuDNN's per-shape algorithm search;
 * on CUDA, the VAE encoder and the decoder's per-frame layers run one frame
   at a time, which bounds their peak memory (the decoder's temporal layers
-  still see the whole chunk).
+  still see the whole chunk);
+* on CUDA, each model call (CLIP, VAE encoder, UNet, decoder) replayed from
+  a CUDA graph (graphs.py): the same kernels, launched in one call instead
+  of thousands from Python.
 
 ``compile`` (regional torch.compile of the UNet's, VAE encoder's and
 decoder's repeated blocks; about three minutes per resolution on an H100
@@ -59,6 +62,9 @@ class Speed:
     # off with ``compile``, where inductor's GroupNorm, fused with its
     # neighbours, beat it (docs/performance.md).
     nhwc_group_norm: bool | None = None
+    # Model calls replayed from CUDA graphs. Automatic: on for fp16/bf16 on
+    # CUDA; never with ``offload``, which moves weights between calls.
+    cuda_graphs: bool | None = None
 
     def resolve(self, device: torch.device, dtype: torch.dtype, force_upcast: bool) -> "Resolved":
         half = dtype != torch.float32
@@ -88,6 +94,7 @@ class Speed:
             decode_split=(1 if half and cuda else 0) if self.decode_split is None else self.decode_split,
             cudnn_benchmark=(cuda and half) if self.cudnn_benchmark is None else self.cudnn_benchmark,
             nhwc_group_norm=fused_gn,
+            cuda_graphs=(half and cuda if self.cuda_graphs is None else self.cuda_graphs) and cuda and not self.offload,
         )
 
 
@@ -101,6 +108,7 @@ class Resolved:
     decode_split: int
     cudnn_benchmark: bool
     nhwc_group_norm: bool
+    cuda_graphs: bool
 
 
 def to_channels_last(module: torch.nn.Module) -> None:

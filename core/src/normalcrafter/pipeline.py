@@ -159,6 +159,17 @@ class NormalCrafterPipeline:
         self._clip_mean = torch.tensor(fe.image_mean, device=self.device).view(1, 3, 1, 1)
         self._clip_std = torch.tensor(fe.image_std, device=self.device).view(1, 3, 1, 1)
         self._blur: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        # The four model calls, each replayed from CUDA graphs when chosen.
+        wrap: Callable[[Callable], Callable] = lambda fn: fn  # noqa: E731
+        if sp.cuda_graphs:
+            from .graphs import GraphedCall, graph_pool
+
+            pool = graph_pool()
+            wrap = lambda fn: GraphedCall(fn, pool)  # noqa: E731
+        self._clip_call = wrap(self._clip_embed)
+        self._encode_call = wrap(self._encode_latents)
+        self._unet_call = wrap(self._unet_forward)
+        self._decode_call = wrap(self._decode_forward)
         self.times = StageTimes()
         self.profile = False
 
@@ -196,17 +207,23 @@ class NormalCrafterPipeline:
         """Like ``encode_frames`` for (N, 3, H, W) float images in [0, 1] already
         on the device (training conditions on exactly what inference sees)."""
         with self._timed("clip"), self._resident(self.image_encoder):
-            y = self._clip_resize(x * 2.0 - 1.0)
-            y = ((y + 1.0) / 2.0 - self._clip_mean) / self._clip_std
-            emb = self.image_encoder(y.to(self.dtype)).image_embeds.unsqueeze(1)
+            emb = self._clip_call(x)
         with self._timed("encode"):
-            rgb = (x * 2.0 - 1.0).to(self.speed.encoder_dtype)
-            if self.speed.channels_last:
-                rgb = rgb.contiguous(memory_format=torch.channels_last)
-            moments = self._encoder(rgb)
-            # Posterior mode, unscaled, no noise augmentation (as released).
-            latents = moments.chunk(2, dim=1)[0]
-        return emb.to(self.dtype), latents.to(self.dtype)
+            latents = self._encode_call(x)
+        return emb, latents
+
+    def _clip_embed(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._clip_resize(x * 2.0 - 1.0)
+        y = ((y + 1.0) / 2.0 - self._clip_mean) / self._clip_std
+        return self.image_encoder(y.to(self.dtype)).image_embeds.unsqueeze(1).to(self.dtype)
+
+    def _encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = (x * 2.0 - 1.0).to(self.speed.encoder_dtype)
+        if self.speed.channels_last:
+            rgb = rgb.contiguous(memory_format=torch.channels_last)
+        moments = self._encoder(rgb)
+        # Posterior mode, unscaled, no noise augmentation (as released).
+        return moments.chunk(2, dim=1)[0].to(self.dtype)
 
     def _clip_resize(self, x: torch.Tensor) -> torch.Tensor:
         """SVD's ``_resize_with_antialiasing`` to the CLIP size, with its blur
@@ -234,8 +251,7 @@ class NormalCrafterPipeline:
             if previous is not None:
                 latents[:, : previous.shape[0]] = previous
             model_in = torch.cat([sched.scale_model_input(latents, t), rgb_latents[None]], dim=2)
-            out = self.unet(model_in, self._timestep, encoder_hidden_states=emb, added_time_ids=self._time_ids,
-                            return_dict=False)[0]
+            out = self._unet_call(model_in, emb)
             latents = sched.step(out, t, latents).prev_sample
             if previous is not None:
                 n = previous.shape[0]
@@ -246,14 +262,21 @@ class NormalCrafterPipeline:
     def decode_chunk(self, latents: torch.Tensor) -> torch.Tensor:
         """(n, 4, h, w) latents -> (n, 3, H, W) float32 in [-1, 1]."""
         with self._timed("decode"):
-            z = latents.to(self.dtype) / self.vae.config.scaling_factor
-            if self.speed.channels_last:
-                z = z.contiguous(memory_format=torch.channels_last)
-            # What AutoencoderKLTemporalDecoder.decode does: one clip of
-            # z.shape[0] frames.
-            indicator = torch.zeros(1, z.shape[0], dtype=z.dtype, device=z.device)
-            img = self.vae.decoder(z, image_only_indicator=indicator, num_frames=z.shape[0]).float()
-            return (img / 2 + 0.5).clamp(0, 1) * 2 - 1
+            return self._decode_call(latents)
+
+    def _unet_forward(self, model_in: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        return self.unet(model_in, self._timestep, encoder_hidden_states=emb, added_time_ids=self._time_ids,
+                         return_dict=False)[0]
+
+    def _decode_forward(self, latents: torch.Tensor) -> torch.Tensor:
+        z = latents.to(self.dtype) / self.vae.config.scaling_factor
+        if self.speed.channels_last:
+            z = z.contiguous(memory_format=torch.channels_last)
+        # What AutoencoderKLTemporalDecoder.decode does: one clip of
+        # z.shape[0] frames.
+        indicator = torch.zeros(1, z.shape[0], dtype=z.dtype, device=z.device)
+        img = self.vae.decoder(z, image_only_indicator=indicator, num_frames=z.shape[0]).float()
+        return (img / 2 + 0.5).clamp(0, 1) * 2 - 1
 
     def _resident(self, module: torch.nn.Module):
         return self._offload.resident(module) if self._offload is not None else contextlib.nullcontext()

@@ -1,0 +1,112 @@
+"""Replaying a model call's GPU work from a captured CUDA graph.
+
+Why: an eager or regionally compiled call of the UNet or the VAE decoder
+launches thousands of kernels, and launching them from Python took about as
+long as the GPU took to run them (host time 59 ms/frame against 76-100 ms
+of GPU work at 1024x576, and host-bound outright at 512x288;
+docs/performance.md). A CUDA graph launches the same kernels in one call.
+
+``GraphedCall`` wraps one callable. A call with a new input signature
+(shapes, strides, dtypes of the tensor arguments, values of the others) runs
+as is: that run also warms up everything a capture must not do for the
+first time (cuDNN's algorithm search, Triton's and inductor's compilation).
+The second call with that signature captures the graph, and later calls
+copy their inputs into the graph's own input tensors and replay it. Results
+are copied out of the graph's memory, so a result stays valid after the
+next replay. All graphs of a pipeline share one memory pool: they never run
+at the same time, so their temporaries can share memory.
+
+The kernels are the ones the callable launches anyway, so results are the
+same bits as without the graph (tests/test_graphs.py, on a GPU).
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple:
+    leaves, spec = tree_flatten((args, kwargs))
+    return (spec, tuple(
+        (tuple(x.shape), x.stride(), x.dtype, x.device) if isinstance(x, torch.Tensor) else x for x in leaves
+    ))
+
+
+def _clone_like(x: Any) -> Any:
+    """A copy with the same strides (a channels-last input stays one)."""
+    if not isinstance(x, torch.Tensor):
+        return x
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device).copy_(x)
+
+
+class _Graph:
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict, pool: Any) -> None:
+        self.inputs = tree_map(_clone_like, (args, kwargs))
+        # One run on the capture stream before capturing, as PyTorch asks:
+        # libraries set up per-stream state (handles, workspaces) on first use.
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn(*self.inputs[0], **self.inputs[1])
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        # thread_local: the pipeline's reader and consumer threads keep using
+        # CUDA (pinned copies, event waits) while this thread captures.
+        with torch.cuda.graph(self.graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
+            self.outputs = fn(*self.inputs[0], **self.inputs[1])
+
+    def __call__(self, args: tuple, kwargs: dict) -> Any:
+        for static, x in zip(tree_flatten(self.inputs)[0], tree_flatten((args, kwargs))[0]):
+            if isinstance(static, torch.Tensor):
+                static.copy_(x)
+        self.graph.replay()
+        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self.outputs)
+
+
+class GraphedCall:
+    """``fn`` with its CUDA work replayed from graphs, one per input
+    signature, for up to ``max_graphs`` signatures (a clip has one per
+    model call, plus its short tail; later signatures run as is). If a
+    capture fails (an operation that cannot be captured), ``fn`` runs as is
+    from then on, after one warning: slower, never wrong."""
+
+    def __init__(self, fn: Callable, pool: Any, max_graphs: int = 2) -> None:
+        self.fn = fn
+        self.pool = pool
+        self.max_graphs = max_graphs
+        self.graphs: dict[tuple, _Graph] = {}
+        self._seen: set[tuple] = set()
+        self.failure: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failure is not None:
+            return self.fn(*args, **kwargs)
+        key = _signature(args, kwargs)
+        graph = self.graphs.get(key)
+        if graph is None:
+            if key not in self._seen or len(self.graphs) >= self.max_graphs:
+                self._seen.add(key)
+                return self.fn(*args, **kwargs)
+            try:
+                graph = _Graph(self.fn, args, kwargs, self.pool)
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever cannot be captured runs as is
+                self.failure = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+                warnings.warn(f"CUDA graph capture failed, running without graphs: {self.failure}",
+                              RuntimeWarning, stacklevel=2)
+                return self.fn(*args, **kwargs)
+            self.graphs[key] = graph
+            # The first, uncaptured call's temporaries sit in the ordinary
+            # cache, beside the graph's own pool: give them back.
+            torch.cuda.empty_cache()
+        return graph(args, kwargs)
+
+
+def graph_pool() -> Any:
+    """A memory pool for the graphs of one pipeline."""
+    return torch.cuda.graph_pool_handle()
