@@ -13,8 +13,15 @@ first time (cuDNN's algorithm search, Triton's and inductor's compilation).
 The second call with that signature captures the graph, and later calls
 copy their inputs into the graph's own input tensors and replay it. Results
 are copied out of the graph's memory, so a result stays valid after the
-next replay. All graphs of a pipeline share one memory pool: they never run
-at the same time, so their temporaries can share memory.
+next replay.
+
+Memory: the graphs of a pipeline, and its calls that run as is (the first
+of each signature, a clip's short tail), all take their temporaries from
+one pool (``GraphPool``), on one stream. They never run at the same time
+and nothing of theirs outlives a call but copied results, so they share
+that memory: peak memory stays what one call needs, as without graphs.
+Otherwise each graph would keep its own temporaries, and an uncaptured
+call would need its own beside them.
 
 The kernels are the ones the callable launches anyway, so results are the
 same bits as without the graph (tests/test_graphs.py, on a GPU).
@@ -43,28 +50,51 @@ def _clone_like(x: Any) -> Any:
     return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device).copy_(x)
 
 
+def _copy_out(tree: Any) -> Any:
+    return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, tree)
+
+
+class GraphPool:
+    """The memory pool and stream that a pipeline's graphs and uncaptured
+    calls share."""
+
+    def __init__(self) -> None:
+        self.pool = torch.cuda.MemPool()
+        self.stream = torch.cuda.Stream()
+
+    def run(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        """``fn`` as is, its memory from the pool; the result copied out."""
+        current = torch.cuda.current_stream()
+        self.stream.wait_stream(current)
+        with torch.cuda.stream(self.stream), torch.cuda.use_mem_pool(self.pool):
+            out = fn(*args, **kwargs)
+        current.wait_stream(self.stream)
+        # The pool's blocks are reused only by later work on the pool's
+        # stream, which first waits for this stream: the copy is safe.
+        return _copy_out(out)
+
+
 class _Graph:
-    def __init__(self, fn: Callable, args: tuple, kwargs: dict, pool: Any) -> None:
+    def __init__(self, fn: Callable, args: tuple, kwargs: dict, pool: GraphPool) -> None:
         self.inputs = tree_map(_clone_like, (args, kwargs))
         # One run on the capture stream before capturing, as PyTorch asks:
         # libraries set up per-stream state (handles, workspaces) on first use.
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            fn(*self.inputs[0], **self.inputs[1])
-        torch.cuda.current_stream().wait_stream(stream)
+        pool.run(fn, *self.inputs)
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: the pipeline's reader and consumer threads keep using
         # CUDA (pinned copies, event waits) while this thread captures.
-        with torch.cuda.graph(self.graph, pool=pool, stream=stream, capture_error_mode="thread_local"):
+        current = torch.cuda.current_stream()
+        pool.stream.wait_stream(current)
+        with torch.cuda.graph(self.graph, pool=pool.pool.id, stream=pool.stream, capture_error_mode="thread_local"):
             self.outputs = fn(*self.inputs[0], **self.inputs[1])
+        current.wait_stream(pool.stream)
 
     def __call__(self, args: tuple, kwargs: dict) -> Any:
         for static, x in zip(tree_flatten(self.inputs)[0], tree_flatten((args, kwargs))[0]):
             if isinstance(static, torch.Tensor):
                 static.copy_(x)
         self.graph.replay()
-        return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, self.outputs)
+        return _copy_out(self.outputs)
 
 
 class GraphedCall:
@@ -74,7 +104,7 @@ class GraphedCall:
     capture fails (an operation that cannot be captured), ``fn`` runs as is
     from then on, after one warning: slower, never wrong."""
 
-    def __init__(self, fn: Callable, pool: Any, max_graphs: int = 2) -> None:
+    def __init__(self, fn: Callable, pool: GraphPool, max_graphs: int = 2) -> None:
         self.fn = fn
         self.pool = pool
         self.max_graphs = max_graphs
@@ -84,13 +114,13 @@ class GraphedCall:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.failure is not None:
-            return self.fn(*args, **kwargs)
+            return self.pool.run(self.fn, args, kwargs)
         key = _signature(args, kwargs)
         graph = self.graphs.get(key)
         if graph is None:
             if key not in self._seen or len(self.graphs) >= self.max_graphs:
                 self._seen.add(key)
-                return self.fn(*args, **kwargs)
+                return self.pool.run(self.fn, args, kwargs)
             try:
                 graph = _Graph(self.fn, args, kwargs, self.pool)
             except torch.OutOfMemoryError:
@@ -99,14 +129,6 @@ class GraphedCall:
                 self.failure = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
                 warnings.warn(f"CUDA graph capture failed, running without graphs: {self.failure}",
                               RuntimeWarning, stacklevel=2)
-                return self.fn(*args, **kwargs)
+                return self.pool.run(self.fn, args, kwargs)
             self.graphs[key] = graph
-            # The first, uncaptured call's temporaries sit in the ordinary
-            # cache, beside the graph's own pool: give them back.
-            torch.cuda.empty_cache()
         return graph(args, kwargs)
-
-
-def graph_pool() -> Any:
-    """A memory pool for the graphs of one pipeline."""
-    return torch.cuda.graph_pool_handle()

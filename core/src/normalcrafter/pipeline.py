@@ -162,9 +162,9 @@ class NormalCrafterPipeline:
         # The four model calls, each replayed from CUDA graphs when chosen.
         wrap: Callable[[Callable], Callable] = lambda fn: fn  # noqa: E731
         if sp.cuda_graphs:
-            from .graphs import GraphedCall, graph_pool
+            from .graphs import GraphedCall, GraphPool
 
-            pool = graph_pool()
+            pool = GraphPool()
             wrap = lambda fn: GraphedCall(fn, pool)  # noqa: E731
         self._clip_call = wrap(self._clip_embed)
         self._encode_call = wrap(self._encode_latents)
