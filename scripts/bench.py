@@ -478,9 +478,7 @@ class Bench:
         h, w = res
         a = self.args
         t = time.perf_counter()
-        # Two windows: compiles, picks convolution algorithms, captures the CUDA
-        # graphs (a signature is captured on its second call).
-        run_clip(pipe, mode, min(a.window + a.stride, a.frames), h, w, self.writer)
+        run_clip(pipe, mode, warmup_frames(a), h, w, self.writer)
         warm = time.perf_counter() - t
         staged = run_clip(pipe, mode, a.frames, h, w, self.writer, profile=True, keep=keep_key is not None)
         if keep_key is not None:
