@@ -8,13 +8,14 @@ with EXR writing (``.npy`` where OpenEXR is missing), in several modes:
 
 * ``reference``: the published code's choices: fp16, VAE encoder in fp32,
   NCHW, no compilation, whole clip in memory, files written at the end;
-* ``fast``: fp16 (VAE encoder bf16), channels-last, regional torch.compile
-  (its compile time is reported apart), split decoder, model calls replayed
-  from CUDA graphs, frames read in a thread of their own, the clip loop a
-  few chunks ahead of writer processes;
-* ``eager``: ``fast`` without compilation, with the Triton GroupNorm
-  (groupnorm.py); ``bf16``: the same all in bf16; ``eager-nchw``: NCHW with
-  PyTorch's GroupNorm, no graphs; ``fast-gn``: ``fast`` with the Triton
+* ``fast``: fp16 (VAE encoder bf16), channels-last, the Triton GroupNorm's
+  statistics (groupnorm.py), regional torch.compile (its compile time is
+  reported apart), split decoder, model calls replayed from CUDA graphs,
+  frames read in a thread of their own, the clip loop a few chunks ahead of
+  writer processes;
+* ``eager``: ``fast`` without compilation (the whole GroupNorm in Triton);
+  ``bf16``: the same all in bf16; ``eager-nchw``: NCHW with PyTorch's
+  GroupNorm, no graphs; ``fast-inductor-gn``: ``fast`` with inductor's own
   GroupNorm; ``eager-nograph``, ``fast-nograph``: without CUDA graphs;
 * ``lowmem``: ``eager`` with UNet and CLIP weights offloaded to host memory;
 * ``fp32``: exact fp32 (TF32 off), the baseline of the angular differences.
@@ -80,7 +81,7 @@ MODES = {
                                                          cuda_graphs=False)),
     "eager-nograph": Mode("eager-nograph", torch.float16, Speed(cuda_graphs=False)),
     "fast-nograph": Mode("fast-nograph", torch.float16, Speed(compile=True, cuda_graphs=False)),
-    "fast-gn": Mode("fast-gn", torch.float16, Speed(compile=True, nhwc_group_norm=True)),
+    "fast-inductor-gn": Mode("fast-inductor-gn", torch.float16, Speed(compile=True, nhwc_group_norm=False)),
     "bf16": Mode("bf16", torch.bfloat16, Speed()),
     "lowmem": Mode("lowmem", torch.float16, Speed(offload=True)),
     "fp32": Mode("fp32", torch.float32, Speed(overlap=False), in_memory=True),
@@ -572,7 +573,7 @@ class Bench:
                     self._angles(keep)
         if mode.name == next((m for m in a.modes if not MODES[m].in_memory), None):
             self._memory_runs(pipe, mode)
-        if self.out_dir is not None and mode.name in ("fast", "fast-gn", "eager", "reference"):
+        if self.out_dir is not None and mode.name in ("fast", "eager", "reference"):
             h, w = res_list[0]
             with self.section(f"{mode.name}: profile", needs_s=a.section_s / 2) as ok:
                 if ok:

@@ -36,14 +36,17 @@ def test_fp32_defaults_keep_the_release_path():
 
 
 def test_gpu_half_defaults_pair_channels_last_with_a_matching_group_norm():
-    """NHWC only with a GroupNorm made for it: the Triton one when eager,
-    inductor's when compiled (resolution only; nothing runs on a GPU here)."""
+    """NHWC only with a GroupNorm made for it: the Triton one, eager or
+    compiled, or inductor's when compiling without it (resolution only;
+    nothing runs on a GPU here)."""
     pytest.importorskip("triton", reason="Triton is not installed (requirements/test.txt pins it)")
     cuda = torch.device("cuda")
     eager = Speed().resolve(cuda, torch.float16, True)
     assert eager.channels_last and eager.nhwc_group_norm and not eager.compile and eager.decode_split == 1
     compiled = Speed(compile=True).resolve(cuda, torch.float16, True)
-    assert compiled.channels_last and not compiled.nhwc_group_norm
+    assert compiled.channels_last and compiled.nhwc_group_norm
+    inductor = Speed(compile=True, nhwc_group_norm=False).resolve(cuda, torch.float16, True)
+    assert inductor.channels_last and not inductor.nhwc_group_norm
     plain = Speed(nhwc_group_norm=False).resolve(cuda, torch.float16, True)
     assert not plain.channels_last and not plain.nhwc_group_norm
 

@@ -8,10 +8,11 @@ results only at that rounding level:
 
 * channels-last convolutions (NHWC: tensor-core friendly, and it makes the
   UNet's (B, C, H, W) -> (B, H*W, C) reshapes free), but only with a
-  GroupNorm made for that layout: inductor's when compiling, else the
-  Triton one of groupnorm.py. PyTorch's eager GroupNorm converts NHWC
-  tensors to NCHW and back around every call, which made eager NHWC runs
-  slower than NCHW ones (docs/performance.md);
+  GroupNorm made for that layout: the Triton one of groupnorm.py (its
+  statistics; when compiling, inductor fuses the rest), or inductor's own.
+  PyTorch's eager GroupNorm converts NHWC tensors to NCHW and back around
+  every call, which made eager NHWC runs slower than NCHW ones
+  (docs/performance.md);
 * the VAE encoder in bf16 rather than fp32 in fp16 pipelines: the release
   upcasts it only because fp16 overflows there, and bf16 has fp32's range;
 * cuDNN's per-shape algorithm search;
@@ -57,10 +58,9 @@ class Speed:
     decode_split: int | None = None
     cudnn_benchmark: bool | None = None
     # GroupNorm by rows of channels in Triton (groupnorm.py). Automatic: on
-    # for fp16/bf16 on CUDA without ``compile`` where Triton is importable
-    # (eager runs at 1024x576 went from 244 to 175 ms/frame on an H100);
-    # off with ``compile``, where inductor's GroupNorm, fused with its
-    # neighbours, beat it (docs/performance.md).
+    # for fp16/bf16 on CUDA where Triton is importable (eager runs at
+    # 1024x576 went from 244 to 175 ms/frame on an H100; compiled ones with
+    # CUDA graphs from 69.8 to 63.6 against inductor's own GroupNorm).
     nhwc_group_norm: bool | None = None
     # Model calls replayed from CUDA graphs. Automatic: on for fp16/bf16 on
     # CUDA; never with ``offload``, which moves weights between calls.
@@ -82,7 +82,7 @@ class Speed:
         if self.nhwc_group_norm is None:
             from .groupnorm import available
 
-            fused_gn = half and cuda and not self.compile and available()
+            fused_gn = half and cuda and available()
         else:
             fused_gn = self.nhwc_group_norm
         return Resolved(
@@ -173,18 +173,20 @@ class ShapeRouted:
         self.frames: int | None = None
         self.failure: str | None = None
 
-    def __call__(self, x: torch.Tensor, *args, **kwargs):
+    def __call__(self, *args, **kwargs):
+        # The first tensor argument, positional or (AlphaBlender) by name.
+        x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
         n = x.shape[2 if x.dim() == 5 else 0]
         if self.frames is None:
             self.frames = n
         if n != self.frames or self.failure is not None:
-            return self.slow(x, *args, **kwargs)
+            return self.slow(*args, **kwargs)
         try:
-            return self.fast(x, *args, **kwargs)
+            return self.fast(*args, **kwargs)
         except _compile_errors() as exc:
             self.failure = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             warnings.warn(f"torch.compile failed, running eagerly: {self.failure}", RuntimeWarning, stacklevel=2)
-            return self.slow(x, *args, **kwargs)
+            return self.slow(*args, **kwargs)
 
 
 def _compile_errors() -> tuple[type[BaseException], ...]:
@@ -204,9 +206,12 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 # repeated blocks where GroupNorm, SiLU, residual adds and attention's
 # projections fuse around the convolutions and products. The decoder and
 # encoder are compiled at the level of their per-frame and temporal layers,
-# below ``split_frames``, so a split layer calls compiled code frame by frame.
+# below ``split_frames``, so a split layer calls compiled code frame by frame;
+# their frame mixing (three passes over permuted tensors when eager) and
+# nearest upsampling (PyTorch's NHWC kernel ran at a fifth of the memory
+# rate) are compiled as blocks of their own.
 UNET_REGIONS = ("SpatioTemporalResBlock", "TransformerSpatioTemporalModel")
-VAE_REGIONS = ("ResnetBlock2D", "TemporalResnetBlock", "Attention")
+VAE_REGIONS = ("ResnetBlock2D", "TemporalResnetBlock", "Attention", "AlphaBlender", "Upsample2D")
 
 
 def compile_regions(module: torch.nn.Module, classes: tuple[str, ...]) -> list[ShapeRouted]:

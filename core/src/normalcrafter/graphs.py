@@ -56,14 +56,17 @@ def _copy_out(tree: Any) -> Any:
 
 class GraphPool:
     """The memory pool and stream that a pipeline's graphs and uncaptured
-    calls share."""
+    calls share. ``failure`` says why capturing was given up, if it was."""
 
     def __init__(self) -> None:
         self.pool = torch.cuda.MemPool()
         self.stream = torch.cuda.Stream()
+        self.failure: str | None = None
 
     def run(self, fn: Callable, args: tuple, kwargs: dict) -> Any:
         """``fn`` as is, its memory from the pool; the result copied out."""
+        if self.failure is not None:
+            return fn(*args, **kwargs)
         current = torch.cuda.current_stream()
         self.stream.wait_stream(current)
         with torch.cuda.stream(self.stream), torch.cuda.use_mem_pool(self.pool):
@@ -72,6 +75,14 @@ class GraphPool:
         # The pool's blocks are reused only by later work on the pool's
         # stream, which first waits for this stream: the copy is safe.
         return _copy_out(out)
+
+    def give_up(self, exc: Exception) -> None:
+        """After a failed capture the allocator still routes the pool's
+        stream to the pool (PyTorch ends that only with a successful
+        capture): from now on every call runs as is, off the pool."""
+        self.failure = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+        warnings.warn(f"CUDA graph capture failed, running without graphs: {self.failure}", RuntimeWarning,
+                      stacklevel=3)
 
 
 class _Graph:
@@ -101,8 +112,8 @@ class GraphedCall:
     """``fn`` with its CUDA work replayed from graphs, one per input
     signature, for up to ``max_graphs`` signatures (a clip has one per
     model call, plus its short tail; later signatures run as is). If a
-    capture fails (an operation that cannot be captured), ``fn`` runs as is
-    from then on, after one warning: slower, never wrong."""
+    capture fails (an operation that cannot be captured), every call of the
+    pool runs as is from then on, after one warning: slower, never wrong."""
 
     def __init__(self, fn: Callable, pool: GraphPool, max_graphs: int = 2) -> None:
         self.fn = fn
@@ -110,11 +121,10 @@ class GraphedCall:
         self.max_graphs = max_graphs
         self.graphs: dict[tuple, _Graph] = {}
         self._seen: set[tuple] = set()
-        self.failure: str | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.failure is not None:
-            return self.pool.run(self.fn, args, kwargs)
+        if self.pool.failure is not None:
+            return self.fn(*args, **kwargs)
         key = _signature(args, kwargs)
         graph = self.graphs.get(key)
         if graph is None:
@@ -126,9 +136,7 @@ class GraphedCall:
             except torch.OutOfMemoryError:
                 raise
             except Exception as exc:  # noqa: BLE001 - whatever cannot be captured runs as is
-                self.failure = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-                warnings.warn(f"CUDA graph capture failed, running without graphs: {self.failure}",
-                              RuntimeWarning, stacklevel=2)
-                return self.pool.run(self.fn, args, kwargs)
+                self.pool.give_up(exc)
+                return self.fn(*args, **kwargs)
             self.graphs[key] = graph
         return graph(args, kwargs)

@@ -5,9 +5,11 @@ every call, which made it the largest cost of an eager channels-last run on
 an H100 (docs/performance.md). Here each program reads whole pixel rows of
 all channels, which is one coalesced pass for the statistics and one read
 and write for the result; a small kernel between them merges the per-block
-statistics into each group's. In compiled runs, inductor's own GroupNorm,
-fused with the SiLU and additions around it, was faster than this op (when
-its merge still took a dozen small PyTorch operations).
+statistics into each group's per-channel scale and shift. In compiled code
+only the statistics are an opaque operation: the result, ``x * scale +
+shift``, is left to inductor, which fuses it with the SiLU and additions
+around it (inductor's own NHWC GroupNorm reads a few channels at a time,
+and was slower: docs/performance.md).
 
 The arithmetic is GroupNorm's: statistics in fp32 per block of pixels,
 merged in float64; only the output's rounding to fp16/bf16 differs from
@@ -141,8 +143,8 @@ def group_norm_nhwc(x: torch.Tensor, groups: int, weight: torch.Tensor | None, b
     """``F.group_norm(x, groups, weight, bias, eps)``, computed by rows of
     channels when ``x`` is a channels-last fp16/bf16 CUDA tensor; anything
     else goes to PyTorch."""
-    if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _rows(x) is not None:
-        y = _try_rows(x, groups, weight, bias, eps)
+    if _triton_ready(x):
+        y = _try(rows_group_norm, x, groups, weight, bias, eps)
         if y is not None:
             return y
     y = F.group_norm(x, groups, weight, bias, eps)
@@ -151,37 +153,75 @@ def group_norm_nhwc(x: torch.Tensor, groups: int, weight: torch.Tensor | None, b
     return y if y.stride() == x.stride() else torch.empty_like(x).copy_(y)
 
 
+@group_norm_nhwc.register_fake
+def _(x, groups, weight, bias, eps):
+    return torch.empty_like(x)
+
+
+@torch.library.custom_op("normalcrafter::group_norm_scale_shift", mutates_args=())
+def group_norm_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                           eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GroupNorm's statistics as the fp32 (N, C) ``scale`` and ``shift`` with
+    which ``x * scale + shift`` is ``F.group_norm(x, groups, weight, bias,
+    eps)``: by the Triton kernels where ``group_norm_nhwc`` would use them,
+    else by PyTorch in float64."""
+    if _triton_ready(x):
+        pair = _try(rows_scale_shift, x, groups, weight, bias, eps)
+        if pair is not None:
+            return pair
+    n, c = x.shape[:2]
+    g = x.double().reshape(n, groups, -1)
+    mean = g.mean(dim=2).repeat_interleave(c // groups, dim=1)
+    scale = (g.var(dim=2, unbiased=False) + eps).rsqrt().repeat_interleave(c // groups, dim=1)
+    if weight is not None:
+        scale = scale * weight.double()
+    shift = -mean * scale
+    if bias is not None:
+        shift = shift + bias.double()
+    return scale.float(), shift.float()
+
+
+@group_norm_scale_shift.register_fake
+def _(x, groups, weight, bias, eps):
+    n, c = x.shape[:2]
+    return x.new_empty((n, c), dtype=torch.float32), x.new_empty((n, c), dtype=torch.float32)
+
+
+def _triton_ready(x: torch.Tensor) -> bool:
+    return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and _rows(x) is not None
+
+
 # Why the Triton path was given up in this process, if it was (an old GPU,
 # a Triton that cannot build for it): slower from then on, never wrong.
 _broken: list[str] = []
 
 
-def _try_rows(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-              eps: float) -> torch.Tensor | None:
-    """``rows_group_norm``, or None (with one warning, and for good) once it
-    has failed for a reason other than memory."""
+def _try(fn, *args):
+    """``fn(*args)``, or None (with one warning, and for good) once the
+    Triton path has failed for a reason other than memory."""
     if _broken:
         return None
     try:
-        return rows_group_norm(x, groups, weight, bias, eps)
+        return fn(*args)
     except torch.OutOfMemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - any build or launch failure: PyTorch's GroupNorm instead
         _broken.append(f"{type(exc).__name__}: {exc}")
         warnings.warn(f"Triton GroupNorm unavailable, using PyTorch's: {_broken[0][:200]}", RuntimeWarning,
-                      stacklevel=2)
+                      stacklevel=3)
         return None
 
 
-def rows_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                    eps: float) -> torch.Tensor:
-    """The Triton path for a channels-last ``x`` of any float dtype (the
-    tests run it on the CPU under Triton's interpreter)."""
+def rows_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The statistics kernels for a channels-last ``x`` of any float dtype:
+    fp32 (N, C) scale and shift (the tests run them on the CPU under
+    Triton's interpreter)."""
     rows = _rows(x)
     if rows is None:
-        raise ValueError("rows_group_norm needs a channels-last tensor")
+        raise ValueError("rows_scale_shift needs a channels-last tensor")
     n, p, c = rows
-    stats, merge, apply = _kernels()
+    stats, merge, _ = _kernels()
     block_c = 1 << (c - 1).bit_length()
     block_p = max(1, _BLOCK_ELEMENTS // block_c)
     blocks = -(-p // block_p)
@@ -198,14 +238,20 @@ def rows_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, b
                        scale, shift, p, c, per, programs, iters * block_p, eps,
                        HAS_W=weight is not None, HAS_B=bias is not None,
                        BLOCK_R=max(1, 1024 // block_g), BLOCK_G=block_g)
+    return scale, shift
+
+
+def rows_group_norm(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                    eps: float) -> torch.Tensor:
+    """The whole Triton path for a channels-last ``x``: the statistics, then
+    one pass that applies them."""
+    scale, shift = rows_scale_shift(x, groups, weight, bias, eps)
+    n, p, c = _rows(x)
+    block_c = 1 << (c - 1).bit_length()
+    block_p = max(1, _BLOCK_ELEMENTS // block_c)
     y = torch.empty_like(x)
-    apply[(n, blocks)](x, y, scale, shift, p, c, BLOCK_P=block_p, BLOCK_C=block_c)
+    _kernels()[2][(n, -(-p // block_p))](x, y, scale, shift, p, c, BLOCK_P=block_p, BLOCK_C=block_c)
     return y
-
-
-@group_norm_nhwc.register_fake
-def _(x, groups, weight, bias, eps):
-    return torch.empty_like(x)
 
 
 def use_nhwc_group_norm(module: torch.nn.Module) -> int:
@@ -221,4 +267,9 @@ def use_nhwc_group_norm(module: torch.nn.Module) -> int:
 
 
 def _forward(m: torch.nn.GroupNorm, x: torch.Tensor) -> torch.Tensor:
+    if torch.compiler.is_compiling() and _triton_ready(x):
+        # Only the statistics are opaque to inductor; it fuses the rest.
+        scale, shift = group_norm_scale_shift(x, m.num_groups, m.weight, m.bias, m.eps)
+        shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
+        return (x.float() * scale.view(shape) + shift.view(shape)).to(x.dtype)
     return group_norm_nhwc(x, m.num_groups, m.weight, m.bias, m.eps)
