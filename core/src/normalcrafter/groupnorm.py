@@ -23,9 +23,11 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-# Elements per program: enough to hide memory latency, few enough to stay in
-# registers for every channel count of the model (128 to 1280).
+# Elements per program and loop step: enough to hide memory latency, few
+# enough to stay in registers for every channel count of the model (128 to
+# 1280). The statistics keep two fp32 accumulators per element: half as many.
 _BLOCK_ELEMENTS = 8192
+_STATS_ELEMENTS = 4096
 
 
 @functools.cache
@@ -36,30 +38,32 @@ def _kernels():
     @triton.jit
     def stats(X, Mean, M2, P, C, ITERS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         # One (sample, run of ITERS pixel blocks): per-channel mean and sum of
-        # squared deviations, each block centred on its own mean and merged
-        # by Chan's formula, so large means do not cancel the variance.
+        # squared deviations. The loop only loads and accumulates, per
+        # element slot, sums of deviations from the run's first pixel (a
+        # value of the data, so large means do not cancel the variance);
+        # the slots are reduced once, at the end.
         n = tl.program_id(0)
         b = tl.program_id(1)
-        c = tl.arange(0, BLOCK_C)[None, :]
-        count = 0.0
-        mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
-        m2 = tl.zeros((BLOCK_C,), dtype=tl.float32)
+        c1 = tl.arange(0, BLOCK_C)
+        c = c1[None, :]
+        first = b * ITERS * BLOCK_P
+        shift1 = tl.load(X + (n * P + first).to(tl.int64) * C + c1, mask=c1 < C, other=0.0).to(tl.float32)
+        shift = shift1[None, :]
+        s1 = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        s2 = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
         for i in range(ITERS):
-            p = (b * ITERS + i) * BLOCK_P + tl.arange(0, BLOCK_P)[:, None]
+            p = first + i * BLOCK_P + tl.arange(0, BLOCK_P)[:, None]
             mask = (p < P) & (c < C)
             x = tl.load(X + (n * P + p).to(tl.int64) * C + c, mask=mask, other=0.0).to(tl.float32)
-            k = tl.sum(tl.where(tl.arange(0, BLOCK_P) + (b * ITERS + i) * BLOCK_P < P, 1.0, 0.0), axis=0)
-            block_mean = tl.sum(x, axis=0) / tl.maximum(k, 1.0)
-            d = tl.where(mask, x - block_mean[None, :], 0.0)
-            total = count + k
-            delta = block_mean - mean
-            mean += delta * (k / tl.maximum(total, 1.0))
-            m2 += tl.sum(d * d, axis=0) + delta * delta * (count * k / tl.maximum(total, 1.0))
-            count = total
-        out = (n * tl.num_programs(1) + b).to(tl.int64) * C + tl.arange(0, BLOCK_C)
-        cmask = tl.arange(0, BLOCK_C) < C
-        tl.store(Mean + out, mean, mask=cmask)
-        tl.store(M2 + out, m2, mask=cmask)
+            d = tl.where(mask, x - shift, 0.0)
+            s1 += d
+            s2 += d * d
+        k = tl.maximum(tl.minimum(P - first, ITERS * BLOCK_P), 1).to(tl.float32)
+        t1 = tl.sum(s1, axis=0)
+        t2 = tl.sum(s2, axis=0)
+        out = (n * tl.num_programs(1) + b).to(tl.int64) * C + c1
+        tl.store(Mean + out, shift1 + t1 / k, mask=c1 < C)
+        tl.store(M2 + out, tl.maximum(t2 - t1 * t1 / k, 0.0), mask=c1 < C)
 
     @triton.jit
     def merge(Mean, M2, W, B, Scale, Shift, P, C, PER, R, SPAN, eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
@@ -223,13 +227,13 @@ def rows_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, 
     n, p, c = rows
     stats, merge, _ = _kernels()
     block_c = 1 << (c - 1).bit_length()
-    block_p = max(1, _BLOCK_ELEMENTS // block_c)
+    block_p = max(1, _STATS_ELEMENTS // block_c)
     blocks = -(-p // block_p)
     iters = max(1, min(16, blocks // 512))  # a few hundred programs per sample at least
     programs = -(-blocks // iters)
     mean = torch.empty((n, programs, c), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(mean)
-    stats[(n, programs)](x, mean, m2, p, c, ITERS=iters, BLOCK_P=block_p, BLOCK_C=block_c)
+    stats[(n, programs)](x, mean, m2, p, c, ITERS=iters, BLOCK_P=block_p, BLOCK_C=block_c, num_warps=8)
     per = c // groups
     scale = torch.empty((n, c), device=x.device, dtype=torch.float32)
     shift = torch.empty_like(scale)
