@@ -51,7 +51,7 @@ class NormalCrafterSettings(bpy.types.PropertyGroup):
     compile: BoolProperty(
         name="Compile Model",
         description="GPU: compile the model before the first frame (about 3 minutes per resolution in a new "
-        "worker, then 1.5-3.4x faster); worth it for long clips",
+        "worker, then 1.3-1.5x faster); worth it for thousands of frames at one size",
         default=False,
     )
     world_space: BoolProperty(

@@ -58,9 +58,10 @@ class Speed:
     decode_split: int | None = None
     cudnn_benchmark: bool | None = None
     # GroupNorm by rows of channels in Triton (groupnorm.py). Automatic: on
-    # for fp16/bf16 on CUDA where Triton is importable (eager runs at
-    # 1024x576 went from 244 to 175 ms/frame on an H100; compiled ones with
-    # CUDA graphs from 69.8 to 63.6 against inductor's own GroupNorm).
+    # for fp16/bf16 on CUDA where Triton is importable (on an H100 at
+    # 1024x576, eager runs went from 244 to 175 ms/frame, compiled ones with
+    # CUDA graphs from 69.8 with inductor's own GroupNorm to 63.6;
+    # docs/performance.md).
     nhwc_group_norm: bool | None = None
     # Model calls replayed from CUDA graphs. Automatic: on for fp16/bf16 on
     # CUDA; never with ``offload``, which moves weights between calls.

@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                    help="precision; auto is fp16 on CUDA and fp32 on the CPU (default: auto)")
     p.add_argument("--compile", action="store_true", help="compile the model's blocks with torch.compile "
-                   "first (GPU: about 3 minutes per resolution, then 1.5-3.4x faster on an H100; worth it from "
-                   "several hundred frames; docs/performance.md)")
+                   "first (GPU: about 3 minutes per resolution, then 1.3-1.5x faster on an H100; worth it for "
+                   "thousands of frames at one size; docs/performance.md)")
     p.add_argument("--window", type=int, default=14, help="frames per UNet call (default: 14)")
     p.add_argument("--stride", type=int, default=10, help="frames between window starts; window-stride frames "
                    "overlap and are blended (default: 10)")
