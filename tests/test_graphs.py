@@ -61,9 +61,10 @@ def test_capture_failure_falls_back_for_good():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_pipeline_with_graphs_gives_the_same_bits(tiny_model, dtype, monkeypatch):
-    """Two clips through one pipeline (the second one replays every call;
-    its short tail chunk runs as is) against a pipeline without graphs. With
-    cuDNN's timed algorithm search off, both run the same kernels."""
+    """Two clips through one pipeline (the second replays the graphs captured
+    during the first, and captures its short tail chunk's) against a
+    pipeline without graphs. With cuDNN's timed algorithm search off, both
+    run the same kernels."""
     frames = np.random.default_rng(0).integers(0, 256, (23, 40, 72, 3), dtype=np.uint8)
     plain = NormalCrafterPipeline(load_components(str(tiny_model)), "cuda", dtype, Speed(cuda_graphs=False))
     graphed = NormalCrafterPipeline(load_components(str(tiny_model)), "cuda", dtype, Speed())
