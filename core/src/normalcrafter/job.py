@@ -177,8 +177,7 @@ class PipelineCache:
 def _input_identity(src: FrameSource) -> dict:
     # A sequence is its files: a re-rendered plate must not resume into frames
     # estimated from the old one.
-    files = src._files if src.kind == "sequence" else [src.path]
-    stats = [f.stat() for f in files if f.exists()]
+    stats = [f.stat() for f in src.files if f.exists()]
     return {
         "path": str(src.path.resolve()),
         "kind": src.kind,

@@ -83,7 +83,6 @@ class StageTimes:
                 "read": self.read}
 
 
-
 def take_padded(
     source: Iterator[np.ndarray], count: int, pad: Padding | None, read: int, total: int
 ) -> tuple[np.ndarray, Padding]:
@@ -100,6 +99,7 @@ def take_padded(
             pad = padding_for(*frame.shape[:2])
         frames.append(pad_frame(frame, pad))
     return np.stack(frames), pad
+
 
 class NormalCrafterPipeline:
     """Holds the loaded model on one device and runs clips through it."""

@@ -185,6 +185,7 @@ def run_farm(
             remove_stale_temps(shot.output)  # nothing writes there yet
     todo = [c for shot in shots for c in shot.chunks if shot.missing(c)]
     pending = {i: {c.key for c in todo if c.shot == i} for i in range(len(shots))}
+    shot_of = {c.key: c.shot for c in todo}
     progress = Progress(total=sum(len(s.numbers) for s in shots), done=sum(len(s.done) for s in shots),
                         shots=len(shots))
     t0 = time.perf_counter()
@@ -221,7 +222,7 @@ def run_farm(
                     raise NormalCrafterError(result["error"]["code"], result["error"]["message"])
                 if result is not None:
                     # A shot is assembled as soon as its last chunk is in, not at the end of the job.
-                    i = int(result["key"].split(":")[0])
+                    i = shot_of[result["key"]]
                     pending[i].discard(result["key"])
                     if not pending[i]:
                         _assemble(shots[i], settings)

@@ -53,6 +53,11 @@ class FrameSource:
     def downscaled(self) -> bool:
         return self.size != self.source_size
 
+    @property
+    def files(self) -> list[Path]:
+        """The files the frames come from: a sequence's frames, else the one input file."""
+        return self._files or [self.path]
+
     def __iter__(self) -> Iterator[np.ndarray]:
         if self.kind == "video":
             yield from self._iter_video()
