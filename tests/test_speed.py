@@ -82,12 +82,17 @@ def test_layout_and_split_decoder_change_only_rounding(tiny_model, reference):
     assert diff.mean() < 5e-4 and diff.max() < 5e-3
 
 
-def test_split_frames_is_exact_in_float64(tiny_model):
-    """Running the per-frame layers a few frames at a time is the same
-    arithmetic: in float64 nothing but summation order can differ."""
-    from normalcrafter.accel import split_decoder, split_frames
+def test_lean_decoder_and_split_encoder_are_exact_in_float64(tiny_model):
+    """Running the per-frame layers a few frames at a time, the upsamplers
+    fused into the next layer, the temporal layers in tiles of rows with
+    GroupNorm statistics of the whole tensor, and the temporal convolutions
+    as 2-D ones is the same arithmetic: in float64 nothing but summation
+    order can differ."""
+    from normalcrafter.accel import split_frames, temporal_convs_as_2d
+    from normalcrafter.lean_decoder import lean_decoder
 
     vae = load_components(str(tiny_model), torch.float64).vae
+    keys = set(vae.state_dict())
     z = torch.randn(5, 4, 8, 12, dtype=torch.float64)
     x = torch.randn(5, 3, 64, 96, dtype=torch.float64)
     indicator = torch.zeros(1, 5, dtype=torch.float64)
@@ -95,10 +100,64 @@ def test_split_frames_is_exact_in_float64(tiny_model):
     with torch.no_grad():
         whole_dec = vae.decoder(z, image_only_indicator=indicator, num_frames=5)
         whole_enc = encoder(x)
-        split_decoder(vae.decoder, 2)
+        lean_decoder(vae.decoder, 2)
         split_frames(encoder, 2)
         assert torch.allclose(vae.decoder(z, image_only_indicator=indicator, num_frames=5), whole_dec, atol=1e-12)
         assert torch.allclose(encoder(x), whole_enc, atol=1e-12)
+        # 2 temporal convolutions per resnet and the output's, as 2-D ones.
+        dec = vae.decoder
+        resnets = sum(len(b.resnets) for b in dec.up_blocks) + len(dec.mid_block.resnets)
+        assert temporal_convs_as_2d(vae) == 2 * resnets + 1
+        assert torch.allclose(vae.decoder(z, image_only_indicator=indicator, num_frames=5), whole_dec, atol=1e-12)
+    assert set(vae.state_dict()) == keys
+
+
+def test_lean_decoder_holds_less_at_its_peak(tiny_model):
+    """What it is for: the decoder's largest live set. Measured as the peak
+    of live tensor bytes over a float32 decode (a dispatch mode that counts
+    every tensor the decoder creates until it is freed)."""
+    from normalcrafter.lean_decoder import lean_decoder
+
+    vae = load_components(str(tiny_model)).vae
+    z = torch.randn(6, 4, 16, 24)
+    indicator = torch.zeros(1, 6)
+    with torch.no_grad():
+        before = _peak_live_bytes(lambda: vae.decoder(z, image_only_indicator=indicator, num_frames=6))
+        lean_decoder(vae.decoder, 1)
+        after = _peak_live_bytes(lambda: vae.decoder(z, image_only_indicator=indicator, num_frames=6))
+    # One tensor of the last level: 6 frames x 32 channels x 128 x 192 floats.
+    full = 6 * 32 * 128 * 192 * 4
+    assert before - after > 1.5 * full, (before / full, after / full)
+
+
+def _peak_live_bytes(fn) -> int:
+    import weakref
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    live: dict[int, int] = {}
+    state = {"now": 0, "peak": 0}
+
+    def gone(key: int) -> None:
+        state["now"] -= live.pop(key)
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    key = storage.data_ptr()
+                    if key not in live and storage.nbytes():
+                        live[key] = storage.nbytes()
+                        state["now"] += storage.nbytes()
+                        state["peak"] = max(state["peak"], state["now"])
+                        weakref.finalize(storage, gone, key)
+            return out
+
+    with Count():
+        fn()
+    return state["peak"]
 
 
 def test_background_yields_in_order_and_reraises():

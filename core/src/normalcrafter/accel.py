@@ -29,6 +29,7 @@ machine) and ``offload`` (the low-memory mode) are opt-in.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -121,43 +122,86 @@ def to_channels_last(module: torch.nn.Module) -> None:
             m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last_3d)
 
 
+def channels_last_outputs(module: torch.nn.Module, classes: tuple[str, ...]) -> int:
+    """Make every submodule of ``module`` whose class is named in ``classes``
+    return its (first) output channels-last; returns how many. Why: diffusers'
+    ``TransformerSpatioTemporalModel`` ends with ``.contiguous()``, so its
+    output is NCHW, and through the residual additions (which keep their
+    first operand's layout) so is every block input after it: on an H100
+    that sent 45 GroupNorms per UNet call to PyTorch's NCHW kernel, on
+    copies (docs/performance.md). Compiled, the conversion fuses into the
+    block's last kernel; eager, it is one copy of a UNet-sized tensor."""
+    count = 0
+    for m in module.modules():
+        if type(m).__name__ in classes:
+            m.forward = functools.partial(_channels_last_output, m.forward)
+            count += 1
+    return count
+
+
+def _channels_last_output(inner: Callable, *args, **kwargs):
+    out = inner(*args, **kwargs)
+    if isinstance(out, torch.Tensor):
+        return _as_channels_last(out)
+    if isinstance(out, tuple):
+        return (_as_channels_last(out[0]), *out[1:])
+    out.sample = _as_channels_last(out.sample)  # diffusers' output dataclasses
+    return out
+
+
+def _as_channels_last(x: torch.Tensor) -> torch.Tensor:
+    fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(x.dim())
+    return x if fmt is None else x.contiguous(memory_format=fmt)
+
+
+def temporal_convs_as_2d(module: torch.nn.Module) -> int:
+    """Run every ``Conv3d`` of ``module`` whose kernel spans frames only
+    ((k, 1, 1): the temporal layers of the UNet and the VAE decoder) as the
+    equal ``Conv2d`` over (frames, pixels); returns how many. The same sums;
+    cuDNN's 2-D channels-last kernels are its best tuned, and a 2-D
+    convolution needs no 3-D workspace."""
+    count = 0
+    for m in module.modules():
+        if (isinstance(m, torch.nn.Conv3d) and m.kernel_size[1:] == (1, 1) and m.stride == (1, 1, 1)
+                and m.dilation == (1, 1, 1) and tuple(m.padding[1:]) == (0, 0) and m.groups == 1
+                and m.padding_mode == "zeros"):
+            m.forward = functools.partial(_time_conv, m)
+            count += 1
+    return count
+
+
+def _time_conv(m: torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
+    b, c, t, h, w = x.shape
+    y = torch.nn.functional.conv2d(x.reshape(b, c, t, h * w), m.weight.squeeze(-1), m.bias,
+                                   padding=(m.padding[0], 0))
+    return y.view(b, y.shape[1], y.shape[2], h, w)
+
+
 def split_frames(module: torch.nn.Module, frames: int) -> None:
     """Make ``module`` (a per-frame layer taking (N, C, H, W) first) run on
-    at most ``frames`` frames at a time, writing into one preallocated output:
-    the same result with a fraction of its temporary memory. Patched on the
+    at most ``frames`` frames at a time (``per_frame``). Patched on the
     instance, so weights and state-dict keys are untouched."""
-    inner = module.forward
-
-    def forward(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        n = x.shape[0]
-        if n <= frames:
-            return inner(x, *args, **kwargs)
-        first = inner(x[:frames], *args, **kwargs)
-        nhwc = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
-        out = torch.empty(
-            (n, *first.shape[1:]), dtype=first.dtype, device=first.device,
-            memory_format=torch.channels_last if nhwc else torch.contiguous_format,
-        )
-        out[:frames] = first
-        del first
-        for i in range(frames, n, frames):
-            out[i : i + frames] = inner(x[i : i + frames], *args, **kwargs)
-        return out
-
-    module.forward = forward
+    module.forward = functools.partial(per_frame, module.forward, frames)
 
 
-def split_decoder(decoder: torch.nn.Module, frames: int) -> None:
-    """Apply ``split_frames`` to the per-frame layers of the temporal decoder's
-    two largest levels (the spatial half of each resnet, and the upsamplers
-    that produce them): that is where its memory peaks."""
-    blocks = list(decoder.up_blocks)
-    for block in blocks[-2:]:
-        for resnet in block.resnets:
-            split_frames(resnet.spatial_res_block, frames)
-    for block in blocks[-3:-1]:
-        for up in block.upsamplers or ():
-            split_frames(up, frames)
+def per_frame(fn: Callable, frames: int, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """``fn(x, *args, **kwargs)`` for a per-frame ``fn``, computed at most
+    ``frames`` frames of ``x`` (N, C, H, W) at a time into one preallocated
+    output: the same result with a fraction of its temporary memory."""
+    n = x.shape[0]
+    if n <= frames:
+        return fn(x, *args, **kwargs)
+    first = fn(x[:frames], *args, **kwargs)
+    nhwc = first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous()
+    out = torch.empty(
+        (n, *first.shape[1:]), dtype=first.dtype, device=first.device,
+        memory_format=torch.channels_last if nhwc else torch.contiguous_format,
+    )
+    out[:frames] = first
+    del first
+    for i in range(frames, n, frames):
+        out[i : i + frames] = fn(x[i : i + frames], *args, **kwargs)
+    return out
 
 
 class ShapeRouted:

@@ -26,8 +26,10 @@ import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _filter2d, _gaussian
 
 from .accel import (
-    UNET_REGIONS, VAE_REGIONS, Offloader, Speed, compile_regions, split_decoder, split_frames, to_channels_last,
+    UNET_REGIONS, VAE_REGIONS, Offloader, Speed, channels_last_outputs, compile_regions, split_frames,
+    temporal_convs_as_2d, to_channels_last,
 )
+from .lean_decoder import lean_decoder
 from .model.loading import Components, load_components
 from .overlap import background
 from .preprocess import Padding, pad_frame, padding_for, unpad
@@ -130,6 +132,8 @@ class NormalCrafterPipeline:
         if sp.channels_last:
             for module in (self.unet, self.vae, self._encoder):
                 to_channels_last(module)
+                temporal_convs_as_2d(module)
+            channels_last_outputs(self.unet, ("TransformerSpatioTemporalModel",))
         if sp.nhwc_group_norm:
             from .groupnorm import use_nhwc_group_norm
 
@@ -142,7 +146,7 @@ class NormalCrafterPipeline:
             compile_regions(self.vae.decoder, VAE_REGIONS)
         if sp.decode_split:
             # The encoder is per-frame throughout: the same bound applies.
-            split_decoder(self.vae.decoder, sp.decode_split)
+            lean_decoder(self.vae.decoder, sp.decode_split, compile=sp.compile)
             split_frames(self._encoder, sp.decode_split)
         if sp.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
