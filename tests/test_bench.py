@@ -43,3 +43,27 @@ def test_bench_smoke_tiny_cpu(tmp_path):
     assert "| reference | 64x64 | 7 |" in table.read_text()
     assert (tmp_path / "prof" / "profile_reference_64x64.txt").stat().st_size > 0
     assert ("eager", 10) in runs  # the long-clip memory run
+
+
+def test_memory_snapshot_finds_the_live_blocks_at_the_peak():
+    """scripts/memory_snapshot.py replays the allocator's history: the peak
+    is where the most bytes were live, and it names what was live then."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from memory_snapshot import peak_blocks
+
+    def frame(name):
+        return [{"filename": "/x/torch/nn/modules/module.py", "line": 1, "name": "_call_impl"},
+                {"filename": "/x/normalcrafter/pipeline.py", "line": 7, "name": name}]
+
+    trace = [
+        {"action": "segment_alloc", "addr": 0, "size": 100, "frames": []},
+        {"action": "alloc", "addr": 1, "size": 40, "frames": frame("weights")},
+        {"action": "alloc", "addr": 2, "size": 30, "frames": frame("unet")},
+        {"action": "free_requested", "addr": 2, "size": 30, "frames": []},
+        {"action": "free_completed", "addr": 2, "size": 30, "frames": []},
+        {"action": "alloc", "addr": 3, "size": 50, "frames": frame("decode")},
+        {"action": "free_completed", "addr": 3, "size": 50, "frames": []},
+    ]
+    peak, reserved, blocks = peak_blocks({"device_traces": [trace]})
+    assert (peak, reserved) == (90, 100)
+    assert blocks == [(50, "pipeline.py:7 decode"), (40, "pipeline.py:7 weights")]

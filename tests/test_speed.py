@@ -84,10 +84,9 @@ def test_layout_and_split_decoder_change_only_rounding(tiny_model, reference):
 
 def test_lean_decoder_and_split_encoder_are_exact_in_float64(tiny_model):
     """Running the per-frame layers a few frames at a time, the upsamplers
-    fused into the next layer, the temporal layers in tiles of rows with
-    GroupNorm statistics of the whole tensor, and the temporal convolutions
-    as 2-D ones is the same arithmetic: in float64 nothing but summation
-    order can differ."""
+    fused into the next layer, the temporal layers in place, and the
+    temporal convolutions as 2-D ones is the same arithmetic: in float64
+    nothing but summation order can differ."""
     from normalcrafter.accel import split_frames, temporal_convs_as_2d
     from normalcrafter.lean_decoder import lean_decoder
 
@@ -305,3 +304,24 @@ def test_compile_setting_reaches_the_pipeline(tiny_model):
     assert compiled.speed.compile
     plain, cached = cache.get(str(tiny_model), "cpu", "fp32")
     assert not cached and not plain.speed.compile and cache.loads == 2
+
+
+def test_wide_head_attention_computes_what_sdpa_does(tiny_model):
+    """The products-and-softmax attention for the VAE's wide one-head
+    attention: the same output as diffusers' SDPA processor."""
+    from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+    from normalcrafter.wide_attention import WideHeadAttention, use_wide_head_attention
+
+    vae = load_components(str(tiny_model)).vae
+    attn = vae.decoder.mid_block.attentions[0]
+    x = torch.randn(3, attn.inner_dim, 6, 10)
+    with torch.no_grad():
+        ref = AttnProcessor2_0()(attn, x)
+        out = WideHeadAttention()(attn, x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+    # Only heads wider than flash kernels take are given it.
+    assert use_wide_head_attention(vae) == 0
+    wide = Attention(512, heads=1, dim_head=512, norm_num_groups=32, residual_connection=True, bias=True,
+                     upcast_softmax=True, _from_deprecated_attn_block=True)
+    assert use_wide_head_attention(wide) == 1 and isinstance(wide.processor, WideHeadAttention)

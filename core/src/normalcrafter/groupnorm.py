@@ -118,29 +118,7 @@ def _kernels():
         shift = tl.load(Shift + n * C + c, mask=c < C, other=0.0)
         tl.store(Y + offs, (x * scale + shift).to(Y.dtype.element_ty), mask=mask)
 
-    @triton.jit
-    def apply_tile(X, Y, Scale, Shift, P, PT, FS, NS, C, SILU: tl.constexpr, BLOCK_P: tl.constexpr,
-                   BLOCK_C: tl.constexpr):
-        # ``apply`` for a tile of rows of a channels-last (N, C, T, H, W)
-        # tensor: pixel p of the tile is at (p // PT) * FS + (p % PT) * C; the
-        # result is written packed, optionally through a SiLU (rounded to
-        # the output type first, as GroupNorm followed by SiLU would be).
-        n = tl.program_id(0)
-        b = tl.program_id(1)
-        p = b * BLOCK_P + tl.arange(0, BLOCK_P)[:, None]
-        c = tl.arange(0, BLOCK_C)[None, :]
-        mask = (p < P) & (c < C)
-        src = n.to(tl.int64) * NS + (p // PT).to(tl.int64) * FS + (p % PT).to(tl.int64) * C + c
-        x = tl.load(X + src, mask=mask, other=0.0).to(tl.float32)
-        scale = tl.load(Scale + n * C + c, mask=c < C, other=0.0)
-        shift = tl.load(Shift + n * C + c, mask=c < C, other=0.0)
-        y = (x * scale + shift).to(Y.dtype.element_ty)
-        if SILU:
-            f = y.to(tl.float32)
-            y = (f / (1.0 + tl.exp(-f))).to(Y.dtype.element_ty)
-        tl.store(Y + (n * P + p).to(tl.int64) * C + c, y, mask=mask)
-
-    return stats, merge, apply, apply_tile
+    return stats, merge, apply
 
 
 def _rows(x: torch.Tensor) -> tuple[int, int, int] | None:
@@ -204,60 +182,13 @@ def group_norm_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | 
     shift = -mean * scale
     if bias is not None:
         shift = shift + bias.double()
-    dtype = _stats_dtype(x)
-    return scale.to(dtype), shift.to(dtype)
+    return scale.float(), shift.float()
 
 
 @group_norm_scale_shift.register_fake
 def _(x, groups, weight, bias, eps):
     n, c = x.shape[:2]
-    return x.new_empty((n, c), dtype=_stats_dtype(x)), x.new_empty((n, c), dtype=_stats_dtype(x))
-
-
-def _stats_dtype(x: torch.Tensor) -> torch.dtype:
-    """fp32, or float64 for float64 input (exact tests)."""
-    return torch.promote_types(x.dtype, torch.float32)
-
-
-def normalize(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, silu: bool) -> torch.Tensor:
-    """``x * scale + shift`` per (sample, channel), rounded to ``x``'s type,
-    then SiLU if asked: GroupNorm's application given its statistics from
-    ``group_norm_scale_shift``. ``x`` may be a tile of rows of a larger
-    tensor; the result is a new channels-last tensor. One Triton pass for
-    channels-last fp16/bf16 CUDA tiles outside compiled code; PyTorch's
-    operations otherwise (which inductor fuses into one)."""
-    if not torch.compiler.is_compiling() and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
-        y = _try(_normalize_tile, x, scale, shift, silu)
-        if y is not None:
-            return y
-    shape = (*x.shape[:2], *([1] * (x.dim() - 2)))
-    y = (x.to(scale.dtype) * scale.view(shape) + shift.view(shape)).to(x.dtype)
-    y = F.silu(y) if silu else y
-    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-    return y.contiguous(memory_format=fmt)
-
-
-def _normalize_tile(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, silu: bool) -> torch.Tensor | None:
-    """The Triton pass of ``normalize``, or None when ``x`` is not a tile of
-    channels-last rows (pixels of one frame contiguous)."""
-    if x.dim() == 4:
-        x5 = x.unsqueeze(2)
-    elif x.dim() == 5:
-        x5 = x
-    else:
-        return None
-    n, c, t, h, w = x5.shape
-    ns, cs, fs, hs, ws = x5.stride()
-    if cs != 1 or ws != c or (h > 1 and hs != w * c):
-        return None
-    fmt = torch.channels_last_3d if x.dim() == 5 else torch.channels_last
-    y = torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=fmt)
-    p = t * h * w
-    block_c = 1 << (c - 1).bit_length()
-    block_p = max(1, _BLOCK_ELEMENTS // block_c)
-    _kernels()[3][(n, -(-p // block_p))](x, y, scale, shift, p, h * w, fs, ns, c, SILU=silu, BLOCK_P=block_p,
-                                         BLOCK_C=block_c)
-    return y
+    return x.new_empty((n, c), dtype=torch.float32), x.new_empty((n, c), dtype=torch.float32)
 
 
 def _triton_ready(x: torch.Tensor) -> bool:
@@ -294,7 +225,7 @@ def rows_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, 
     if rows is None:
         raise ValueError("rows_scale_shift needs a channels-last tensor")
     n, p, c = rows
-    stats, merge = _kernels()[:2]
+    stats, merge, _ = _kernels()
     block_c = 1 << (c - 1).bit_length()
     block_p = max(1, _STATS_ELEMENTS // block_c)
     blocks = -(-p // block_p)

@@ -1,5 +1,5 @@
 """The temporal VAE decoder's two largest levels, run so that they hold fewer
-full-size tensors at once: the same arithmetic, a fraction of the memory.
+full-size tensors at once: the same arithmetic, less memory.
 
 Why: at 1024x576 one tensor of a 7-frame chunk at the last level is 1.06 GB
 (128 channels; 2.1 GB for the 256 channels that the last upsampler
@@ -12,13 +12,12 @@ stay as they are):
   with the first spatial layer after it, so the upsampled chunk is never
   whole;
 * the spatial half of each block runs frame by frame (``per_frame``), and
-  its input is released once it has run;
+  its input is released as soon as it has been read;
 * the temporal half (GroupNorm, SiLU, convolution over frames, the same
-  again, the residual, then the frame mixing) runs in tiles of rows: its
-  convolutions mix frames only, so a tile needs no other rows, and both
-  GroupNorms take their statistics from the whole tensor first. The first
-  convolution's output is the one full-size buffer it keeps, and the mixed
-  result overwrites it tile by tile.
+  again, the residual, the frame mixing) is one function that works in
+  place where it can, so it holds two full-size temporaries besides its
+  input; compiled, it is one region, and the residual and the mixing fuse
+  into one pass.
 """
 from __future__ import annotations
 
@@ -26,19 +25,15 @@ import functools
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from .accel import ShapeRouted, per_frame
-from .groupnorm import group_norm_scale_shift, normalize
-
-# Row tiles per tensor: 1/8 of a full-size tensor per temporary; heights are
-# multiples of 64 pixels (8 latent rows), so tiles come out equal.
-TILES = 8
 
 
 def lean_decoder(decoder: torch.nn.Module, frames: int, compile: bool = False) -> None:
     """Make ``decoder`` (diffusers' ``TemporalDecoder``) run its two largest
     levels as described above, their per-frame layers ``frames`` frames at a
-    time. With ``compile``, the tiles' work is compiled (static shapes)."""
+    time. With ``compile``, the temporal halves are compiled (static shapes)."""
     blocks = list(decoder.up_blocks)
     if len(blocks) < 3:
         raise ValueError("lean_decoder expects the temporal decoder's four up blocks")
@@ -48,32 +43,32 @@ def lean_decoder(decoder: torch.nn.Module, frames: int, compile: bool = False) -
             if temporal.time_emb_proj is not None or temporal.conv_shortcut is not None:
                 raise ValueError("lean_decoder expects the temporal decoder's resnets (no time embedding, "
                                  "no shortcut convolution)")
-    halves = (_first_half, _second_half)
+    temporal_half: Callable = _temporal_half
     if compile:
-        halves = tuple(ShapeRouted(torch.compile(fn, dynamic=False), fn) for fn in halves)
+        temporal_half = ShapeRouted(torch.compile(_temporal_half, dynamic=False), _temporal_half)
     for feeder, block in zip(blocks[-3:-1], blocks[-2:]):
         (upsampler,) = feeder.upsamplers
         upsample = upsampler.forward
         upsampler.forward = _unchanged  # now part of the next block's first layer
-        block.forward = functools.partial(_up_block, block, upsample, frames, halves)
+        block.forward = functools.partial(_up_block, block, upsample, frames, temporal_half)
 
 
 def _unchanged(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _up_block(block: torch.nn.Module, upsample: Callable, frames: int, halves: tuple[Callable, Callable],
+def _up_block(block: torch.nn.Module, upsample: Callable, frames: int, temporal_half: Callable,
               hidden_states: torch.Tensor, image_only_indicator: torch.Tensor) -> torch.Tensor:
     """``UpBlockTemporalDecoder.forward`` (without its upsampler, which the
     next block runs), passing each block's input in a list that the block
     empties, so that the input is freed as soon as it has been read."""
     box = [hidden_states]
     for i, resnet in enumerate(block.resnets):
-        box.append(_resnet(resnet, upsample if i == 0 else None, frames, halves, box, image_only_indicator))
+        box.append(_resnet(resnet, upsample if i == 0 else None, frames, temporal_half, box, image_only_indicator))
     return box.pop()
 
 
-def _resnet(resnet: torch.nn.Module, upsample: Callable | None, frames: int, halves: tuple[Callable, Callable],
+def _resnet(resnet: torch.nn.Module, upsample: Callable | None, frames: int, temporal_half: Callable,
             box: list[torch.Tensor], indicator: torch.Tensor) -> torch.Tensor:
     """``SpatioTemporalResBlock.forward`` for one (N, C, H, W) chunk taken
     from ``box``, the upsampler before it if given."""
@@ -86,32 +81,22 @@ def _resnet(resnet: torch.nn.Module, upsample: Callable | None, frames: int, hal
     num_frames = indicator.shape[-1]
     # (B, C, T, H, W) views, as diffusers makes them.
     x5 = s[None].reshape(n // num_frames, num_frames, c, h, w).permute(0, 2, 1, 3, 4)
-    temporal, mixer = resnet.temporal_res_block, resnet.time_mixer
-    first, second = halves
-    rows = -(-h // TILES)
-    tiles = [slice(r, min(r + rows, h)) for r in range(0, h, rows)]
-    norm = temporal.norm1
-    scale, shift = group_norm_scale_shift(x5, norm.num_groups, norm.weight, norm.bias, norm.eps)
-    out = torch.empty_like(x5)
-    for t in tiles:
-        out[..., t, :] = first(x5[..., t, :], scale, shift, temporal)
-    norm = temporal.norm2
-    scale, shift = group_norm_scale_shift(out, norm.num_groups, norm.weight, norm.bias, norm.eps)
-    for t in tiles:
-        tile = out[..., t, :]
-        tile.copy_(second(x5[..., t, :], tile, scale, shift, temporal, mixer, indicator))
+    out = temporal_half(x5, resnet.temporal_res_block, resnet.time_mixer, indicator)
     return out.permute(0, 2, 1, 3, 4).reshape(n, c, h, w)
 
 
-def _first_half(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor, temporal: torch.nn.Module) -> torch.Tensor:
-    """conv1(SiLU(norm1(x))) of ``TemporalResnetBlock`` for a tile of rows."""
-    return temporal.conv1(normalize(x, scale, shift, silu=True))
-
-
-def _second_half(x: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
-                 temporal: torch.nn.Module, mixer: torch.nn.Module, indicator: torch.Tensor) -> torch.Tensor:
-    """The rest of ``TemporalResnetBlock`` (norm2, SiLU, conv2, residual) and
-    the ``AlphaBlender`` mix, for a tile of rows: ``h`` is conv1's output."""
-    h = temporal.conv2(temporal.dropout(normalize(h, scale, shift, silu=True)))
-    # The class's forward, not a compiled one patched on the instance.
-    return type(mixer).forward(mixer, x_spatial=x, x_temporal=x + h, image_only_indicator=indicator)
+def _temporal_half(x: torch.Tensor, temporal: torch.nn.Module, mixer: torch.nn.Module,
+                   indicator: torch.Tensor) -> torch.Tensor:
+    """``TemporalResnetBlock`` (without time embedding or shortcut) followed
+    by the ``AlphaBlender`` mix of ``x`` and its result, in place where the
+    arithmetic allows."""
+    h = temporal.norm1(x)
+    h = temporal.conv1(F.silu(h, inplace=True))
+    h = temporal.norm2(h)
+    h = temporal.conv2(temporal.dropout(F.silu(h, inplace=True)))
+    h += x  # the residual
+    # AlphaBlender.forward's weight; its alpha * x + (1 - alpha) * h is a lerp.
+    alpha = mixer.get_alpha(indicator, x.ndim).to(x.dtype)
+    if mixer.switch_spatial_to_temporal_mix:
+        alpha = 1.0 - alpha
+    return h.lerp_(x, alpha)

@@ -33,6 +33,7 @@ from .lean_decoder import lean_decoder
 from .model.loading import Components, load_components
 from .overlap import background
 from .preprocess import Padding, pad_frame, padding_for, unpad
+from .wide_attention import use_wide_head_attention
 from .windows import blend, final_frontier, window_schedule
 
 # SVD micro-conditioning as the release sets it: fps 7 (not fps-1), motion
@@ -134,6 +135,9 @@ class NormalCrafterPipeline:
                 to_channels_last(module)
                 temporal_convs_as_2d(module)
             channels_last_outputs(self.unet, ("TransformerSpatioTemporalModel",))
+            if self.device.type == "cuda":
+                for module in (self.vae, self._encoder):
+                    use_wide_head_attention(module)
         if sp.nhwc_group_norm:
             from .groupnorm import use_nhwc_group_norm
 
