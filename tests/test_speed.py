@@ -1,6 +1,5 @@
 """Execution choices (accel.Speed) and host/device overlap (overlap.py): they
 change how the pipeline runs, never what it computes beyond rounding."""
-import os
 import threading
 import time
 
@@ -326,17 +325,3 @@ def test_wide_head_attention_computes_what_sdpa_does(tiny_model):
     wide = Attention(512, heads=1, dim_head=512, norm_num_groups=32, residual_connection=True, bias=True,
                      upcast_softmax=True, _from_deprecated_attn_block=True)
     assert use_wide_head_attention(wide) == 1 and isinstance(wide.processor, WideHeadAttention)
-
-
-def test_algorithm_search_caps_cudnn_workspaces(tiny_model, monkeypatch):
-    """With cuDNN's algorithm search on, the pipeline caps each convolution's
-    workspace (cuDNN reads CUDNN_CONV_WSCAP_DBG), unless the user set a cap."""
-    from normalcrafter.pipeline import CUDNN_WORKSPACE_MIB
-
-    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
-    monkeypatch.delenv("CUDNN_CONV_WSCAP_DBG", raising=False)
-    NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32, Speed(cudnn_benchmark=True))
-    assert os.environ["CUDNN_CONV_WSCAP_DBG"] == str(CUDNN_WORKSPACE_MIB)
-    monkeypatch.setenv("CUDNN_CONV_WSCAP_DBG", "64")
-    NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32, Speed(cudnn_benchmark=True))
-    assert os.environ["CUDNN_CONV_WSCAP_DBG"] == "64"

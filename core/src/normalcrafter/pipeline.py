@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -40,9 +39,6 @@ from .windows import blend, final_frontier, window_schedule
 # SVD micro-conditioning as the release sets it: fps 7 (not fps-1), motion
 # bucket 127, no noise augmentation.
 ADDED_TIME_IDS = (7.0, 127.0, 0.0)
-
-# cuDNN workspace cap per convolution with the algorithm search on.
-CUDNN_WORKSPACE_MIB = 512
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -158,11 +154,6 @@ class NormalCrafterPipeline:
             split_frames(self._encoder, sp.decode_split)
         if sp.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
-            # cuDNN's search otherwise takes the fastest algorithm whatever
-            # its workspace: 4.8 GB for a temporal convolution of the decoder
-            # on an H100 (docs/performance.md). cuDNN reads this cap (MiB)
-            # when it plans a convolution; a value set by the user wins.
-            os.environ.setdefault("CUDNN_CONV_WSCAP_DBG", str(CUDNN_WORKSPACE_MIB))
         self.scheduler = c.scheduler
         # The one Euler step's schedule is the same for every window: the
         # scheduler keeps it on the host (its index lookups and comparisons
