@@ -154,29 +154,6 @@ def _as_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x if fmt is None else x.contiguous(memory_format=fmt)
 
 
-def temporal_convs_as_2d(module: torch.nn.Module) -> int:
-    """Run every ``Conv3d`` of ``module`` whose kernel spans frames only
-    ((k, 1, 1): the temporal layers of the UNet and the VAE decoder) as the
-    equal ``Conv2d`` over (frames, pixels); returns how many. The same sums;
-    cuDNN's 2-D channels-last kernels are its best tuned, and a 2-D
-    convolution needs no 3-D workspace."""
-    count = 0
-    for m in module.modules():
-        if (isinstance(m, torch.nn.Conv3d) and m.kernel_size[1:] == (1, 1) and m.stride == (1, 1, 1)
-                and m.dilation == (1, 1, 1) and tuple(m.padding[1:]) == (0, 0) and m.groups == 1
-                and m.padding_mode == "zeros"):
-            m.forward = functools.partial(_time_conv, m)
-            count += 1
-    return count
-
-
-def _time_conv(m: torch.nn.Conv3d, x: torch.Tensor) -> torch.Tensor:
-    b, c, t, h, w = x.shape
-    y = torch.nn.functional.conv2d(x.reshape(b, c, t, h * w), m.weight.squeeze(-1), m.bias,
-                                   padding=(m.padding[0], 0))
-    return y.view(b, y.shape[1], y.shape[2], h, w)
-
-
 def split_frames(module: torch.nn.Module, frames: int) -> None:
     """Make ``module`` (a per-frame layer taking (N, C, H, W) first) run on
     at most ``frames`` frames at a time (``per_frame``). Patched on the

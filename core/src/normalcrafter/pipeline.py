@@ -27,7 +27,7 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 
 from .accel import (
     UNET_REGIONS, VAE_REGIONS, Offloader, Speed, channels_last_outputs, compile_regions, split_frames,
-    temporal_convs_as_2d, to_channels_last,
+    to_channels_last,
 )
 from .lean_decoder import lean_decoder
 from .model.loading import Components, load_components
@@ -133,7 +133,6 @@ class NormalCrafterPipeline:
         if sp.channels_last:
             for module in (self.unet, self.vae, self._encoder):
                 to_channels_last(module)
-                temporal_convs_as_2d(module)
             channels_last_outputs(self.unet, ("TransformerSpatioTemporalModel",))
             if self.device.type == "cuda":
                 for module in (self.vae, self._encoder):
