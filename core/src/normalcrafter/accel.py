@@ -12,13 +12,16 @@ results only at that rounding level:
   statistics; when compiling, inductor fuses the rest), or inductor's own.
   PyTorch's eager GroupNorm converts NHWC tensors to NCHW and back around
   every call, which made eager NHWC runs slower than NCHW ones
-  (docs/performance.md);
+  (docs/performance.md); with it, the UNet's transformer blocks return
+  channels-last outputs (``channels_last_outputs``) and, on CUDA, the VAE's
+  512-wide one-head attention runs as products (wide_attention.py);
 * the VAE encoder in bf16 rather than fp32 in fp16 pipelines: the release
   upcasts it only because fp16 overflows there, and bf16 has fp32's range;
 * cuDNN's per-shape algorithm search;
 * on CUDA, the VAE encoder and the decoder's per-frame layers run one frame
-  at a time, which bounds their peak memory (the decoder's temporal layers
-  still see the whole chunk);
+  at a time, and the decoder's largest levels run lean (lean_decoder.py),
+  which bounds their peak memory (the temporal layers still see the whole
+  chunk);
 * on CUDA, each model call (CLIP, VAE encoder, UNet, decoder) replayed from
   a CUDA graph (graphs.py): the same kernels, launched in one call instead
   of thousands from Python.
@@ -55,7 +58,8 @@ class Speed:
     # memory and are copied to the device only while they run.
     offload: bool = False
     # Frames per call of the VAE encoder and of the decoder's per-frame
-    # layers; 0 = the whole chunk.
+    # layers, whose largest levels then run lean (lean_decoder.py); 0 = the
+    # whole chunk, as diffusers runs it.
     decode_split: int | None = None
     cudnn_benchmark: bool | None = None
     # GroupNorm by rows of channels in Triton (groupnorm.py). Automatic: on
