@@ -319,3 +319,28 @@ def test_wide_head_attention_computes_what_sdpa_does(tiny_model):
     wide = Attention(512, heads=1, dim_head=512, norm_num_groups=32, residual_connection=True, bias=True,
                      upcast_softmax=True, _from_deprecated_attn_block=True)
     assert use_wide_head_attention(wide) == 1 and isinstance(wide.processor, WideHeadAttention)
+
+
+def test_transformer_outputs_become_channels_last():
+    """diffusers' spatio-temporal transformer returns NCHW (it ends with
+    .contiguous()); patched, the same values come back channels-last, as a
+    tuple or as its output class, so the GroupNorms after it keep the NHWC path."""
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+
+    from normalcrafter.accel import channels_last_outputs
+
+    torch.manual_seed(0)
+    block = TransformerSpatioTemporalModel(num_attention_heads=2, attention_head_dim=16, in_channels=32,
+                                           num_layers=1, cross_attention_dim=8)
+    x = torch.randn(4, 32, 5, 6).contiguous(memory_format=torch.channels_last)
+    context = torch.randn(4, 1, 8)
+    indicator = torch.zeros(1, 4)
+    with torch.no_grad():
+        before = block(x, encoder_hidden_states=context, image_only_indicator=indicator, return_dict=False)[0]
+        assert before.is_contiguous()
+        assert channels_last_outputs(torch.nn.Sequential(block), ("TransformerSpatioTemporalModel",)) == 1
+        as_tuple = block(x, encoder_hidden_states=context, image_only_indicator=indicator, return_dict=False)[0]
+        as_output = block(x, encoder_hidden_states=context, image_only_indicator=indicator).sample
+    for out in (as_tuple, as_output):
+        assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+        assert torch.equal(out, before)
