@@ -42,6 +42,14 @@ CHECK = textwrap.dedent("""
     x = torch.randn(1, 64, 4, 4).contiguous(memory_format=torch.channels_last)
     plain = rows_group_norm(x, 32, None, None, 1e-5)
     assert (plain.double() - F.group_norm(x.double(), 32, eps=1e-5)).abs().max() < 2e-5
+    # The statistics loop's unrolling (a non-divisor of its length too)
+    # changes nothing but summation order.
+    from normalcrafter.groupnorm import rows_scale_shift
+    x = (torch.randn(1, 128, 255, 301) * 3 + 50).contiguous(memory_format=torch.channels_last)
+    ref = rows_scale_shift(x, 32, None, None, 1e-6, unroll=1)
+    for unroll in (3, 4):
+        got = rows_scale_shift(x, 32, None, None, 1e-6, unroll=unroll)
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, ref)), unroll
     print("ok")
 """)
 
