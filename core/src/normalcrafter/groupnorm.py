@@ -28,9 +28,6 @@ import torch.nn.functional as F
 # 1280). The statistics keep two fp32 accumulators per element: half as many.
 _BLOCK_ELEMENTS = 8192
 _STATS_ELEMENTS = 4096
-# Blocks of the statistics loop loaded together (more bytes in flight per
-# thread; the kernel read about 1.2 TB/s on average on an H100 with one).
-STATS_UNROLL = 4
 
 
 @functools.cache
@@ -224,13 +221,14 @@ def _try(fn, *args):
 
 
 def rows_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                     eps: float, unroll: int = STATS_UNROLL, num_warps: int = 8,
+                     eps: float, unroll: int = 1, num_warps: int = 8,
                      elements: int = _STATS_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """The statistics kernels for a channels-last ``x`` of any float dtype:
     fp32 (N, C) scale and shift (the tests run them on the CPU under
-    Triton's interpreter). ``unroll``, ``num_warps`` and ``elements`` (per
-    loaded block) shape the statistics kernel only (scripts/gn_stats_probe.py
-    times them)."""
+    Triton's interpreter). ``unroll`` (blocks loaded per loop step),
+    ``num_warps`` and ``elements`` (per block) shape the statistics kernel
+    only; scripts/gn_stats_probe.py times them (docs/performance.md: an
+    unroll of 4 made the statistics 7% slower end to end)."""
     rows = _rows(x)
     if rows is None:
         raise ValueError("rows_scale_shift needs a channels-last tensor")
