@@ -50,9 +50,9 @@ def peak_blocks(snapshot: dict) -> tuple[int, int, list[tuple[int, str]]]:
                     at_peak = [(s, where(fr)) for s, fr in live.values()]
             elif action == "free_completed" and addr in live:
                 now -= live.pop(addr)[0]
-            elif action == "segment_alloc":
+            elif action in ("segment_alloc", "segment_map"):  # map: expandable segments
                 reserved += size
-            elif action == "segment_free":
+            elif action in ("segment_free", "segment_unmap"):
                 reserved -= size
     at_peak.sort(key=lambda x: -x[0])
     return peak, peak_reserved, at_peak

@@ -56,7 +56,8 @@ def test_memory_snapshot_finds_the_live_blocks_at_the_peak():
                 {"filename": "/x/normalcrafter/pipeline.py", "line": 7, "name": name}]
 
     trace = [
-        {"action": "segment_alloc", "addr": 0, "size": 100, "frames": []},
+        {"action": "segment_alloc", "addr": 0, "size": 60, "frames": []},
+        {"action": "segment_map", "addr": 60, "size": 40, "frames": []},
         {"action": "alloc", "addr": 1, "size": 40, "frames": frame("weights")},
         {"action": "alloc", "addr": 2, "size": 30, "frames": frame("unet")},
         {"action": "free_requested", "addr": 2, "size": 30, "frames": []},
