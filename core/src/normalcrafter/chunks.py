@@ -26,77 +26,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from . import errors
 from .errors import NormalCrafterError
 from .io.readers import FrameSource, open_source
-from .pipeline import take_padded
-from .preprocess import unpad
-from .windows import Window, final_frontier, window_schedule
-
-
-def _ceil_to(x: int, step: int) -> int:
-    return -(-x // step) * step
-
-
-@dataclass(frozen=True)
-class ChunkPlan:
-    """What one chunk reads and runs. All indices count frames of the whole
-    clip from 0."""
-
-    num_frames: int
-    start: int  # output frames [start, end)
-    end: int
-    decode_chunk: int
-    windows: tuple[Window, ...]  # the clip's windows it runs; the first starts from zero latents
-    frontiers: tuple[int, ...]  # frames below frontiers[k] are final after windows[k]
-    read_start: int  # frames [read_start, read_end) are read and encoded
-    read_end: int
-
-    @property
-    def decode_start(self) -> int:
-        return self.start // self.decode_chunk * self.decode_chunk
-
-    @property
-    def decode_end(self) -> int:
-        return min(_ceil_to(self.end, self.decode_chunk), self.num_frames)
-
-
-def plan_chunk(
-    num_frames: int, start: int, end: int, context: int = 0, window: int = 14, stride: int = 10, decode_chunk: int = 7
-) -> ChunkPlan:
-    """Plan output frames [start, end) of a clip of ``num_frames`` frames with
-    at least ``context`` frames of windows run before the chunk's first decode
-    chunk. The right side needs no context: no later frame influences the
-    chunk, so exactly the windows that touch it are run."""
-    if not 0 <= start < end <= num_frames:
-        raise ValueError(f"chunk {start}:{end} is not inside a clip of {num_frames} frames")
-    if context < 0:
-        raise ValueError("context must be 0 or more frames")
-    if decode_chunk < 1:
-        raise ValueError("decode_chunk must be at least 1")
-    schedule = window_schedule(num_frames, window, stride)
-    d0 = start // decode_chunk * decode_chunk
-    d1 = min(_ceil_to(end, decode_chunk), num_frames)
-    # Window starts and ends both grow monotonically along the schedule.
-    touching = [k for k, w in enumerate(schedule) if w.start < d1 and w.end > d0]
-    lead = max(k for k, w in enumerate(schedule) if w.start <= max(d0 - context, 0))
-    first, last = min(touching[0], lead), touching[-1]
-    runs = schedule[first : last + 1]
-    windows = (Window(runs[0].start, runs[0].end, 0), *runs[1:])
-    frontiers = tuple(final_frontier(schedule, k, num_frames) for k in range(first, last + 1))
-    return ChunkPlan(
-        num_frames=num_frames, start=start, end=end, decode_chunk=decode_chunk, windows=windows,
-        frontiers=frontiers,
-        # Encoder batches on the clip's decode grid, as the sequential run has them
-        # (batch composition changes convolution numerics).
-        read_start=runs[0].start // decode_chunk * decode_chunk,
-        read_end=min(_ceil_to(runs[-1].end, decode_chunk), num_frames),
-    )
+from .windows import ChunkPlan, plan_chunk, window_schedule
 
 
 def cut_points(num_frames: int, window: int = 14, stride: int = 10, decode_chunk: int = 7) -> list[int]:
@@ -127,7 +63,6 @@ def chunk_ranges(
     return list(zip(bounds, bounds[1:]))
 
 
-@torch.no_grad()
 def stream_chunk(
     pipe,
     frames: Iterable[np.ndarray],
@@ -140,42 +75,9 @@ def stream_chunk(
     ``(index - plan.start, normals)`` for the chunk's frames, like
     ``pipe.stream``; ``skip`` takes the same chunk-relative index, and a decode
     chunk whose output frames are all skipped is not decoded."""
-    dc, n = plan.decode_chunk, plan.num_frames
-    source = iter(frames)
-    pad = None
-    emb: dict[int, torch.Tensor] = {}
-    lat: dict[int, torch.Tensor] = {}
-    pred: dict[int, torch.Tensor] = {}
-    read, decoded = plan.read_start, plan.decode_start
-    for win, frontier in zip(plan.windows, plan.frontiers):
-        if should_stop is not None and should_stop():
-            return
-        need = min(_ceil_to(win.end, dc), n)
-        while read < need:
-            batch, pad = take_padded(source, min(dc, need - read), pad, read, need)
-            e, z = pipe.encode_frames(batch)
-            for j in range(e.shape[0]):
-                emb[read + j], lat[read + j] = e[j], z[j]
-            read += len(batch)
-        idx = range(win.start, win.end)
-        previous = torch.stack([pred[i] for i in range(win.start, win.start + win.overlap)]) if win.overlap else None
-        out = pipe.predict_window(torch.stack([emb[i] for i in idx]), torch.stack([lat[i] for i in idx]), previous)
-        for j, i in enumerate(idx):
-            pred[i] = out[j]
-        for i in [i for i in emb if i < frontier]:
-            del emb[i], lat[i]
-        # Final latents before the chunk's first decode chunk are context only.
-        for i in [i for i in pred if i < min(frontier, plan.decode_start)]:
-            del pred[i]
-        while decoded < plan.decode_end and decoded < frontier and (decoded + dc <= frontier or frontier == n):
-            stop = min(decoded + dc, n)
-            latents = torch.stack([pred.pop(i) for i in range(decoded, stop)])
-            wanted = range(max(decoded, plan.start), min(stop, plan.end))
-            if skip is None or not all(skip(i - plan.start) for i in wanted):
-                imgs = unpad(pipe.decode_chunk(latents), pad).permute(0, 2, 3, 1).cpu().numpy()
-                for i in wanted:
-                    yield i - plan.start, imgs[i - decoded]
-            decoded = stop
+    relative = None if skip is None else (lambda i: skip(i - plan.start))
+    for i, normals in pipe.stream_plan(frames, plan, should_stop, relative):
+        yield i - plan.start, normals
 
 
 class ChunkSource:

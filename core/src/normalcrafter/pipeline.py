@@ -34,7 +34,7 @@ from .model.loading import Components, load_components
 from .overlap import background
 from .preprocess import Padding, pad_frame, padding_for, unpad
 from .wide_attention import use_wide_head_attention
-from .windows import blend, final_frontier, window_schedule
+from .windows import ChunkPlan, blend, plan_chunk
 
 # SVD micro-conditioning as the release sets it: fps 7 (not fps-1), motion
 # bucket 127, no noise augmentation.
@@ -311,7 +311,22 @@ class NormalCrafterPipeline:
         decoded chunks ahead of the consumer, so whatever the consumer does
         with a frame (writing a file) overlaps the device's work.
         """
-        chunks = self._chunks(frames, num_frames, window, stride, decode_chunk, should_stop, skip)
+        yield from self.stream_plan(frames, plan_chunk(num_frames, 0, num_frames, 0, window, stride, decode_chunk),
+                                    should_stop, skip)
+
+    def stream_plan(
+        self,
+        frames: Iterable[np.ndarray],
+        plan: ChunkPlan,
+        should_stop: Callable[[], bool] | None = None,
+        skip: Callable[[int], bool] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """``stream`` for what ``plan`` runs (the whole clip, or a chunk of
+        it: chunks.py): ``frames`` are the clip's frames ``plan.read_start``
+        to ``plan.read_end``; yields ``(index, normals)`` for the frames
+        ``plan.start`` to ``plan.end``, indices counted from the clip's
+        first frame, as ``skip`` takes them."""
+        chunks = self._chunks(frames, plan, should_stop, skip)
         if self.speed.overlap:
             chunks = background(chunks, depth=2)
         for start, host, ready in chunks:
@@ -320,43 +335,38 @@ class NormalCrafterPipeline:
             # Views into the chunk's array, which they keep alive.
             arrays = host.numpy()
             for j in range(arrays.shape[0]):
-                yield start + j, arrays[j]
+                if plan.start <= start + j < plan.end:
+                    yield start + j, arrays[j]
 
     def _chunks(
         self,
         frames: Iterable[np.ndarray],
-        num_frames: int,
-        window: int,
-        stride: int,
-        decode_chunk: int,
+        plan: ChunkPlan,
         should_stop: Callable[[], bool] | None,
         skip: Callable[[int], bool] | None,
     ) -> Iterator[tuple[int, torch.Tensor, torch.cuda.Event | None]]:
         """The clip loop: yields ``(first index, (n, H, W, 3) float32 host
         tensor, event)`` per decoded chunk; the host tensor is complete once
         ``event`` (None when the copy was synchronous) has completed."""
-        if decode_chunk < 1:
-            raise ValueError("decode_chunk must be at least 1")
-        windows = window_schedule(num_frames, window, stride)
+        dc, n = plan.decode_chunk, plan.num_frames
         # With overlap, frames are read (video decoding, resizing) in a thread
         # of their own, a chunk ahead, while this one launches device work.
-        source = background(iter(frames), depth=decode_chunk) if self.speed.overlap else iter(frames)
+        source = background(iter(frames), depth=dc) if self.speed.overlap else iter(frames)
         pad = None
         emb_cache: dict[int, torch.Tensor] = {}
         lat_cache: dict[int, torch.Tensor] = {}
         pred: dict[int, torch.Tensor] = {}  # normal latents of frames not yet decoded
-        read = 0
-        decoded = 0
-        for wi, win in enumerate(windows):
+        read, decoded = plan.read_start, plan.decode_start
+        for win, frontier in zip(plan.windows, plan.frontiers):
             if should_stop is not None and should_stop():
                 return
             # Encode in chunks aligned to multiples of decode_chunk from frame 0,
             # as the release does: batch composition changes conv numerics.
-            need = min(-(-win.end // decode_chunk) * decode_chunk, num_frames)
+            need = min(-(-win.end // dc) * dc, n)
             with self._resident(self.image_encoder):
                 while read < need:
                     t0 = time.perf_counter()
-                    batch, pad = take_padded(source, min(decode_chunk, need - read), pad, read, num_frames)
+                    batch, pad = take_padded(source, min(dc, need - read), pad, read, n)
                     self.times.read += time.perf_counter() - t0
                     e, z = self.encode_frames(batch)
                     for j in range(e.shape[0]):
@@ -370,13 +380,16 @@ class NormalCrafterPipeline:
             )
             for j, i in enumerate(idx):
                 pred[i] = out[j]
-            frontier = final_frontier(windows, wi, num_frames)
             for i in [i for i in emb_cache if i < frontier]:
                 del emb_cache[i], lat_cache[i]
-            while decoded < frontier and (decoded + decode_chunk <= frontier or frontier == num_frames):
-                end = min(decoded + decode_chunk, frontier)
+            # Final latents before the plan's first decode chunk are context only.
+            for i in [i for i in pred if i < min(frontier, plan.decode_start)]:
+                del pred[i]
+            while decoded < plan.decode_end and decoded < frontier and (decoded + dc <= frontier or frontier == n):
+                end = min(decoded + dc, n)
                 latents = [pred.pop(i) for i in range(decoded, end)]
-                if skip is not None and all(skip(i) for i in range(decoded, end)):
+                wanted = range(max(decoded, plan.start), min(end, plan.end))
+                if skip is not None and all(skip(i) for i in wanted):
                     decoded = end
                     continue
                 imgs = unpad(self.decode_chunk(torch.stack(latents)), pad).permute(0, 2, 3, 1)

@@ -1,4 +1,5 @@
-"""Which frames each UNet call sees, and how overlapping predictions blend."""
+"""Which frames each UNet call sees, how overlapping predictions blend, and
+what a run of a clip, or of a chunk of one, reads, runs and decodes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -47,6 +48,68 @@ def final_frontier(windows: list[Window], index: int, num_frames: int) -> int:
     """Frames below this index are final once window ``index`` has run: no
     later window starts before it."""
     return windows[index + 1].start if index + 1 < len(windows) else num_frames
+
+
+def _ceil_to(x: int, step: int) -> int:
+    return -(-x // step) * step
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """What one chunk reads and runs. All indices count frames of the whole
+    clip from 0."""
+
+    num_frames: int
+    start: int  # output frames [start, end)
+    end: int
+    decode_chunk: int
+    windows: tuple[Window, ...]  # the clip's windows it runs; the first starts from zero latents
+    frontiers: tuple[int, ...]  # frames below frontiers[k] are final after windows[k]
+    read_start: int  # frames [read_start, read_end) are read and encoded
+    read_end: int
+
+    @property
+    def decode_start(self) -> int:
+        return self.start // self.decode_chunk * self.decode_chunk
+
+    @property
+    def decode_end(self) -> int:
+        return min(_ceil_to(self.end, self.decode_chunk), self.num_frames)
+
+
+def plan_chunk(
+    num_frames: int, start: int, end: int, context: int = 0, window: int = 14, stride: int = 10, decode_chunk: int = 7
+) -> ChunkPlan:
+    """Plan output frames [start, end) of a clip of ``num_frames`` frames with
+    at least ``context`` frames of windows run before the chunk's first decode
+    chunk. The right side needs no context: no later frame influences the
+    chunk, so exactly the windows that touch it are run."""
+    if num_frames < 1:
+        raise ValueError("a clip needs at least one frame")
+    if not 0 <= start < end <= num_frames:
+        raise ValueError(f"chunk {start}:{end} is not inside a clip of {num_frames} frames")
+    if context < 0:
+        raise ValueError("context must be 0 or more frames")
+    if decode_chunk < 1:
+        raise ValueError("decode_chunk must be at least 1")
+    schedule = window_schedule(num_frames, window, stride)
+    d0 = start // decode_chunk * decode_chunk
+    d1 = min(_ceil_to(end, decode_chunk), num_frames)
+    # Window starts and ends both grow monotonically along the schedule.
+    touching = [k for k, w in enumerate(schedule) if w.start < d1 and w.end > d0]
+    lead = max(k for k, w in enumerate(schedule) if w.start <= max(d0 - context, 0))
+    first, last = min(touching[0], lead), touching[-1]
+    runs = schedule[first : last + 1]
+    windows = (Window(runs[0].start, runs[0].end, 0), *runs[1:])
+    frontiers = tuple(final_frontier(schedule, k, num_frames) for k in range(first, last + 1))
+    return ChunkPlan(
+        num_frames=num_frames, start=start, end=end, decode_chunk=decode_chunk, windows=windows,
+        frontiers=frontiers,
+        # Encoder batches on the clip's decode grid, as the sequential run has them
+        # (batch composition changes convolution numerics).
+        read_start=runs[0].start // decode_chunk * decode_chunk,
+        read_end=min(_ceil_to(runs[-1].end, decode_chunk), num_frames),
+    )
 
 
 def blend_weights(overlap: int, device: torch.device | str = "cpu") -> torch.Tensor:
