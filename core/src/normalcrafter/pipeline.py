@@ -34,7 +34,7 @@ from .model.loading import Components, load_components
 from .overlap import background
 from .preprocess import Padding, pad_frame, padding_for, unpad
 from .wide_attention import use_wide_head_attention
-from .windows import ChunkPlan, blend, plan_chunk
+from .windows import ChunkPlan, blend, grid_end, plan_chunk
 
 # SVD micro-conditioning as the release sets it: fps 7 (not fps-1), motion
 # bucket 127, no noise augmentation.
@@ -362,7 +362,7 @@ class NormalCrafterPipeline:
                 return
             # Encode in chunks aligned to multiples of decode_chunk from frame 0,
             # as the release does: batch composition changes conv numerics.
-            need = min(-(-win.end // dc) * dc, n)
+            need = grid_end(win.end, dc, n)
             with self._resident(self.image_encoder):
                 while read < need:
                     t0 = time.perf_counter()

@@ -50,8 +50,11 @@ def final_frontier(windows: list[Window], index: int, num_frames: int) -> int:
     return windows[index + 1].start if index + 1 < len(windows) else num_frames
 
 
-def _ceil_to(x: int, step: int) -> int:
-    return -(-x // step) * step
+def grid_end(frame: int, decode_chunk: int, num_frames: int) -> int:
+    """The first frame at or after ``frame`` on the decode grid (multiples of
+    ``decode_chunk`` from frame 0), or the clip's end: where reading and
+    decoding that must include ``frame`` stop."""
+    return min(-(-frame // decode_chunk) * decode_chunk, num_frames)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class ChunkPlan:
 
     @property
     def decode_end(self) -> int:
-        return min(_ceil_to(self.end, self.decode_chunk), self.num_frames)
+        return grid_end(self.end, self.decode_chunk, self.num_frames)
 
 
 def plan_chunk(
@@ -94,7 +97,7 @@ def plan_chunk(
         raise ValueError("decode_chunk must be at least 1")
     schedule = window_schedule(num_frames, window, stride)
     d0 = start // decode_chunk * decode_chunk
-    d1 = min(_ceil_to(end, decode_chunk), num_frames)
+    d1 = grid_end(end, decode_chunk, num_frames)
     # Window starts and ends both grow monotonically along the schedule.
     touching = [k for k, w in enumerate(schedule) if w.start < d1 and w.end > d0]
     lead = max(k for k, w in enumerate(schedule) if w.start <= max(d0 - context, 0))
@@ -108,7 +111,7 @@ def plan_chunk(
         # Encoder batches on the clip's decode grid, as the sequential run has them
         # (batch composition changes convolution numerics).
         read_start=runs[0].start // decode_chunk * decode_chunk,
-        read_end=min(_ceil_to(runs[-1].end, decode_chunk), num_frames),
+        read_end=grid_end(runs[-1].end, decode_chunk, num_frames),
     )
 
 
