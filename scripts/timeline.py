@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""Where an end-to-end GPU run spends the time that is not GPU work.
+
+Builds the full-size random model as bench.py does, warms one mode up at
+one size, and then, section by section while ``--budget-s`` lasts:
+
+* times a clip end to end with the writer processes, without them, and
+  synchronised at stage ends (the stage split);
+* records a torch.profiler trace of a clip with the pipeline's calls
+  annotated and reads it as a timeline: how long the GPU is busy and idle,
+  the idle gaps by length, and for each gap whether the next work was
+  launched late (then: what the launching thread was doing) or was queued
+  and waited on the device;
+* times the GroupNorm statistics kernel on every shape the model gives it,
+  with 4 and 8 warps, and the clip end to end with the better choice;
+* times the clip with the output copies on a stream of their own, and with
+  a shorter GIL switch interval.
+
+Results go to ``OUT/timeline_WxH.json`` and a readable ``.txt`` beside it.
+Needs a CUDA GPU.
+
+    python scripts/timeline.py --res 1024x576 --mode fast --frames 300 --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import functools
+import gc
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench  # noqa: E402
+from normalcrafter import groupnorm  # noqa: E402
+from normalcrafter import pipeline as pipeline_module  # noqa: E402
+from normalcrafter.graphs import GraphedCall, GraphPool  # noqa: E402
+
+DEVICE_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
+LAUNCH_CATS = {"cuda_runtime", "cuda_driver"}
+GAP_BINS_US = (10, 100, 1000, 10000)
+
+
+# -- annotating and re-capturing the pipeline -------------------------------
+def _annotated(name: str, fn):
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with torch.profiler.record_function(name):
+            return fn(*args, **kwargs)
+    return run
+
+
+def annotate(pipe: bench.NormalCrafterPipeline, writer) -> None:
+    """Name the pipeline's steps, and the consumer's file submissions, in traces."""
+    for name in ("encode_frames", "predict_window", "decode_chunk", "_to_host"):
+        setattr(pipe, name, _annotated(f"nc:{name}", getattr(pipe, name)))
+    pipeline_module.take_padded = _annotated("nc:take_padded", pipeline_module.take_padded)
+    annotate_producers()
+    if writer is not None:
+        writer.submit = _annotated("nc:submit", writer.submit)
+
+
+def annotate_producers() -> None:
+    """Name the producer threads' work (the clip loop's steps, the frame
+    reader's frames): the rest of their time they wait for their consumer."""
+    original = pipeline_module.background
+
+    def steps(items, name):
+        try:
+            while True:
+                with torch.profiler.record_function(name):
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        return
+                yield item
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def background(items, depth=2):
+        return original(steps(items, f"nc:produce(depth {depth})"), depth)
+
+    pipeline_module.background = background
+
+
+def recapture(pipe: bench.NormalCrafterPipeline) -> None:
+    """Fresh CUDA graphs (captured again on the next calls), after a change
+    to what the model calls launch."""
+    pool = GraphPool()
+    pipe._clip_call = GraphedCall(pipe._clip_embed, pool)
+    pipe._encode_call = GraphedCall(pipe._encode_latents, pool)
+    pipe._unet_call = GraphedCall(pipe._unet_forward, pool)
+    pipe._decode_call = GraphedCall(pipe._decode_forward, pool)
+    gc.collect()
+    torch.cuda.empty_cache()
+
+
+def side_stream_copies(pipe: bench.NormalCrafterPipeline) -> None:
+    """Copy decoded chunks to the host on a stream of their own, so the
+    copy overlaps the next window's work."""
+    stream = torch.cuda.Stream()
+
+    def to_host(imgs: torch.Tensor):
+        imgs = imgs.contiguous()
+        host = torch.empty(imgs.shape, dtype=imgs.dtype, pin_memory=True)
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            host.copy_(imgs, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        imgs.record_stream(stream)
+        return host, ready
+
+    pipe._to_host = _annotated("nc:_to_host", to_host)
+
+
+# -- reading a trace ---------------------------------------------------------
+def read_timeline(events: list[dict], top: int = 15) -> dict:
+    """Busy and idle time of the GPU in a Chrome trace, its idle gaps by
+    length, and what came before each long gap."""
+    dev = sorted((e for e in events if e.get("ph") == "X" and e.get("cat") in DEVICE_CATS), key=lambda e: e["ts"])
+    if not dev:
+        return {"error": "no device events in the trace"}
+    launches = {e["args"]["correlation"]: e for e in events
+                if e.get("cat") in LAUNCH_CATS and "correlation" in e.get("args", {})}
+    notes = [e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"
+             and e.get("name", "").startswith("nc:")]
+    gaps = []
+    busy = 0.0
+    start, end, last = dev[0]["ts"], dev[0]["ts"] + dev[0]["dur"], dev[0]
+    for e in dev[1:]:
+        if e["ts"] > end:
+            busy += end - start
+            gaps.append((end, e["ts"], last, e))
+            start = e["ts"]
+        if e["ts"] + e["dur"] >= end:
+            end, last = e["ts"] + e["dur"], e
+    busy += end - start
+    span = end - dev[0]["ts"]
+
+    def inside(tid, t0, t1) -> str:
+        """The innermost annotation of thread ``tid`` among those overlapping
+        [t0, t1] most."""
+        best, name = (-1e-9, 0.0), "(outside the pipeline's calls)"
+        for n in notes:
+            if n["tid"] != tid:
+                continue
+            key = (round(min(t1, n["ts"] + n["dur"]) - max(t0, n["ts"])), -n["dur"])
+            if key > best:
+                best, name = key, n["name"]
+        return name
+
+    bins = collections.Counter()
+    causes: dict[str, float] = collections.Counter()
+    detail = []
+    for g0, g1, before, after in gaps:
+        us = g1 - g0
+        bins[next((f"<{b} us" for b in GAP_BINS_US if us < b), f">={GAP_BINS_US[-1]} us")] += us
+        if us < GAP_BINS_US[0]:
+            continue  # launch latency between kernels of one graph
+        launch = launches.get(after.get("args", {}).get("correlation"))
+        if launch is None:
+            cause = "unknown launch"
+        elif launch["ts"] + launch.get("dur", 0) > g0:
+            cause = f"late: {launch['name']} from {inside(launch['tid'], launch['ts'], launch['ts'])}; " \
+                    f"the thread was in {inside(launch['tid'], g0, launch['ts'])}"
+        else:
+            cause = f"queued: {launch['name']} from {inside(launch['tid'], launch['ts'], launch['ts'])}"
+        causes[cause] += us
+        detail.append((us, cause, before["name"][:60], after["name"][:60]))
+    detail.sort(reverse=True)
+    return {
+        "span_ms": span / 1e3, "busy_ms": busy / 1e3, "idle_ms": (span - busy) / 1e3, "gaps": len(gaps),
+        "idle_by_gap_length_ms": {k: v / 1e3 for k, v in sorted(bins.items())},
+        "idle_by_cause_ms": {k: v / 1e3 for k, v in causes.most_common(12)},
+        "longest": [{"us": round(us, 1), "cause": c, "after": b, "before": a} for us, c, b, a in detail[:top]],
+    }
+
+
+def all_threads():
+    """The profiler's setting that records every thread (the clip loop and
+    the frame reader run in threads of their own), where this PyTorch has it."""
+    try:
+        return torch.profiler._ExperimentalConfig(profile_all_threads=True)
+    except TypeError:
+        return None
+
+
+def stats_time_by_grid(events: list[dict]) -> dict[str, float]:
+    """Device microseconds of the GroupNorm statistics kernel per launch grid."""
+    out: dict[str, float] = collections.Counter()
+    for e in events:
+        if e.get("cat") == "kernel" and e.get("name") == "stats":
+            out[str(e["args"].get("grid"))] += e["dur"]
+    return dict(out)
+
+
+# -- GroupNorm statistics shapes --------------------------------------------
+_ORIGINAL_STATS = groupnorm.rows_scale_shift
+
+
+def record_stats_shapes() -> set[tuple[int, int, int, int]]:
+    """Note each (N, pixels, C, groups) the statistics see from now on."""
+    shapes: set[tuple[int, int, int, int]] = set()
+
+    def recording(x, groups, weight, bias, eps, **kw):
+        n, p, c = groupnorm._rows(x)
+        shapes.add((n, p, c, groups))
+        return _ORIGINAL_STATS(x, groups, weight, bias, eps, **kw)
+
+    groupnorm.rows_scale_shift = recording
+    return shapes
+
+
+def use_stats_warps(table: dict[tuple[int, int, int], int] | int) -> None:
+    """Launch the statistics with these warps: one number, or per (N, pixels, C)."""
+    def chosen(x, groups, weight, bias, eps, **kw):
+        warps = table if isinstance(table, int) else table.get(groupnorm._rows(x), 8)
+        return _ORIGINAL_STATS(x, groups, weight, bias, eps, num_warps=warps, **kw)
+
+    groupnorm.rows_scale_shift = chosen
+
+
+def stats_grid(n: int, p: int, c: int) -> str:
+    block_c = 1 << (c - 1).bit_length()
+    blocks = -(-p // max(1, groupnorm._STATS_ELEMENTS // block_c))
+    iters = max(1, min(16, blocks // 512))
+    return str([n, -(-blocks // iters), 1])
+
+
+def time_stats_shapes(shapes, trace_us: dict[str, float], frames: int) -> list[dict]:
+    from triton.testing import do_bench_cudagraph
+
+    rows = []
+    for n, p, c, groups in sorted(shapes):
+        x = torch.randn(n, p, c, device="cuda", dtype=torch.float16).permute(0, 2, 1)
+        row = {"shape": [n, p, c], "grid": stats_grid(n, p, c),
+               "trace_us_per_frame": trace_us.get(stats_grid(n, p, c), 0.0) / frames}
+        for warps in (4, 8):
+            row[f"us_{warps}w"] = 1e3 * do_bench_cudagraph(
+                lambda: _ORIGINAL_STATS(x, groups, None, None, 1e-6, num_warps=warps), rep=20)
+        rows.append(row)
+        del x
+    return rows
+
+
+# -- the run -----------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--res", default="1024x576")
+    p.add_argument("--mode", default="fast", choices=tuple(bench.MODES))
+    p.add_argument("--frames", type=int, default=300, help="frames of each end-to-end run")
+    p.add_argument("--trace-frames", type=int, default=70)
+    p.add_argument("--writers", type=int, default=12)
+    p.add_argument("--budget-s", type=float, default=1e9, help="seconds for the sections after the warm-up")
+    p.add_argument("--wait-for", default=None, metavar="FILE", help="warm up, then wait for FILE before timing")
+    p.add_argument("--wait-max-s", type=float, default=600)
+    p.add_argument("--warm-signal", default=None, metavar="FILE", help="create FILE once warmed up")
+    p.add_argument("--signal", default=None, metavar="FILE", help="create FILE when done")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    try:
+        run(a)
+    finally:
+        for flag in (a.warm_signal, a.signal):
+            if flag:
+                Path(flag).touch()
+    return 0
+
+
+def run(a: argparse.Namespace) -> None:
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    h, w = bench.parse_res(a.res)
+    mode = bench.MODES[a.mode]
+    dev = torch.device("cuda")
+    results: dict = {"args": vars(a), "environment": bench.environment(dev), "runs": {}}
+    stem = out / f"timeline_{w}x{h}"
+    report: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        report.append(line)
+
+    def save() -> None:
+        stem.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+        stem.with_suffix(".txt").write_text("\n".join(report) + "\n")
+
+    def left() -> float:
+        return a.budget_s - (time.perf_counter() - t_start)
+
+    writer = bench.writer_pool(a.writers)
+    master = bench.build_master("full", dev)
+    pipe = bench.make_pipeline(master, mode, dev)
+    annotate(pipe, writer)
+    shapes = record_stats_shapes()
+    warm = bench.warmup_frames(argparse.Namespace(window=14, stride=10, frames=a.frames))
+    t = time.perf_counter()
+    bench.run_clip(pipe, mode, warm, h, w, writer)
+    say(f"# {results['environment'].get('card')} {a.mode} {w}x{h}; warm-up {time.perf_counter() - t:.0f} s")
+    groupnorm.rows_scale_shift = _ORIGINAL_STATS
+    if a.warm_signal:
+        Path(a.warm_signal).touch()
+    t = time.perf_counter()
+    while a.wait_for and not Path(a.wait_for).exists() and time.perf_counter() - t < a.wait_max_s:
+        time.sleep(0.5)
+    t_start = time.perf_counter()
+
+    def timed(name: str, n: int | None = None, with_writer: bool = True, profile: bool = False) -> dict | None:
+        n = n or a.frames
+        if left() < n * 0.06 + 15:
+            say(f"{name}: skipped, {left():.0f} s left")
+            return None
+        r = bench.run_clip(pipe, mode, n, h, w, writer if with_writer else None, profile=profile)
+        results["runs"][name] = r
+        stages = " ".join(f"{k} {v:.1f}" for k, v in r["stage_ms_per_frame"].items()) if profile else ""
+        say(f"{name}: {n} frames {r['ms_per_frame']:.2f} ms/frame; GPU {r.get('gpu_peak_allocated_gb', 0):.2f} / "
+            f"{r.get('gpu_peak_reserved_gb', 0):.2f} GB {stages}")
+        save()
+        return r
+
+    timed("base")
+    timed("base, no files", with_writer=False)
+    timed("base, stages synchronised", profile=True)
+    trace_us: dict[str, float] = {}
+    if left() > 60:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], experimental_config=all_threads()) as prof:
+            r = bench.run_clip(pipe, mode, a.trace_frames, h, w, writer)
+        path = Path("/tmp") / f"trace_{w}x{h}.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+        tl = read_timeline(events)
+        tl["ms_per_frame_traced"] = r["ms_per_frame"]
+        results["timeline"] = tl
+        trace_us = stats_time_by_grid(events)
+        say(f"trace of {a.trace_frames} frames ({r['ms_per_frame']:.1f} ms/frame traced): GPU busy "
+            f"{tl['busy_ms']:.0f} of {tl['span_ms']:.0f} ms, idle {tl['idle_ms']:.0f} ms in {tl['gaps']} gaps")
+        say("  idle by gap length (ms): " + json.dumps({k: round(v, 1) for k, v in tl["idle_by_gap_length_ms"].items()}))
+        for cause, ms in tl["idle_by_cause_ms"].items():
+            say(f"  {ms:8.1f} ms  {cause}")
+        for g in tl["longest"]:
+            say(f"  gap {g['us']:9.1f} us  {g['cause']}  | after {g['after']} | before {g['before']}")
+        save()
+        del events, prof
+    if left() > 60 and shapes:
+        rows = time_stats_shapes(shapes, trace_us, a.trace_frames)
+        results["stats_shapes"] = rows
+        say("statistics per shape (N, pixels, C): us with 4 / 8 warps; trace us/frame (8 warps)")
+        for r in rows:
+            say(f"  {tuple(r['shape'])}: {r['us_4w']:7.1f} / {r['us_8w']:7.1f}; {r['trace_us_per_frame']:7.1f}")
+        best = {tuple(r["shape"]): 4 for r in rows if r["us_4w"] < 0.95 * r["us_8w"]}
+        save()
+        use_stats_warps(best)
+        recapture(pipe)
+        bench.run_clip(pipe, mode, warm, h, w, writer)
+        timed("statistics with the better warps per shape")
+        use_stats_warps(4)
+        recapture(pipe)
+        bench.run_clip(pipe, mode, warm, h, w, writer)
+        timed("statistics with 4 warps")
+        groupnorm.rows_scale_shift = _ORIGINAL_STATS
+        recapture(pipe)
+        bench.run_clip(pipe, mode, warm, h, w, writer)
+    side_stream_copies(pipe)
+    timed("output copies on their own stream")
+    sys.setswitchinterval(0.0005)
+    timed("and a GIL switch interval of 0.5 ms")
+    save()
+    if writer is not None:
+        writer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
