@@ -11,10 +11,14 @@ one size, and then, section by section while ``--budget-s`` lasts:
   the idle gaps by length, and for each gap whether the next work was
   launched late (then: what the launching thread was doing) or was queued
   and waited on the device;
+* times each model call and output copy on the GPU (CUDA events), which
+  tells slower GPU work from idle GPU time;
+* times the clip with the clip loop held closer to the GPU (one chunk
+  ahead instead of two; synchronised after every window), and with the
+  GroupNorm statistics at 8 warps everywhere (the choice before
+  ``groupnorm.stats_warps``);
 * times the GroupNorm statistics kernel on every shape the model gives it,
-  with 4 and 8 warps, and the clip end to end with the better choice;
-* times the clip with the output copies on a stream of their own, and with
-  a shorter GIL switch interval.
+  with 4 and 8 warps.
 
 Results go to ``OUT/timeline_WxH.json`` and a readable ``.txt`` beside it.
 Needs a CUDA GPU.
@@ -85,9 +89,15 @@ def annotate_producers() -> None:
                 close()
 
     def background(items, depth=2):
+        if depth == 2 and CHUNKS_AHEAD[0]:
+            depth = CHUNKS_AHEAD[0]  # the clip loop's queue of decoded chunks
         return original(steps(items, f"nc:produce(depth {depth})"), depth)
 
     pipeline_module.background = background
+
+
+# Decoded chunks the clip loop may run ahead of its consumer (0: the pipeline's own choice, 2).
+CHUNKS_AHEAD = [0]
 
 
 def recapture(pipe: bench.NormalCrafterPipeline) -> None:
@@ -102,23 +112,50 @@ def recapture(pipe: bench.NormalCrafterPipeline) -> None:
     torch.cuda.empty_cache()
 
 
-def side_stream_copies(pipe: bench.NormalCrafterPipeline) -> None:
-    """Copy decoded chunks to the host on a stream of their own, so the
-    copy overlaps the next window's work."""
-    stream = torch.cuda.Stream()
+class DeviceTimes:
+    """CUDA events around each model call and each output copy: the GPU's
+    own time per step, whatever the host does meanwhile."""
 
-    def to_host(imgs: torch.Tensor):
-        imgs = imgs.contiguous()
-        host = torch.empty(imgs.shape, dtype=imgs.dtype, pin_memory=True)
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            host.copy_(imgs, non_blocking=True)
-            ready = torch.cuda.Event()
-            ready.record(stream)
-        imgs.record_stream(stream)
-        return host, ready
+    CALLS = ("_clip_call", "_encode_call", "_unet_call", "_decode_call")
 
-    pipe._to_host = _annotated("nc:_to_host", to_host)
+    def __init__(self) -> None:
+        self.pairs: dict[str, list[tuple[torch.cuda.Event, torch.cuda.Event]]] = collections.defaultdict(list)
+
+    def wrap(self, pipe: bench.NormalCrafterPipeline, copies: bool = True) -> None:
+        for name in self.CALLS:
+            setattr(pipe, name, self._timed(name.strip("_").removesuffix("_call"), getattr(pipe, name)))
+        if copies:
+            pipe._to_host = self._timed("to_host", pipe._to_host)
+
+    def _timed(self, name: str, fn):
+        def run(*args, **kwargs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            out = fn(*args, **kwargs)
+            end.record()
+            self.pairs[name].append((start, end))
+            return out
+        return run
+
+    def take(self, frames: int) -> dict[str, float]:
+        """ms per frame of each step since the last ``take``, and their sum."""
+        torch.cuda.synchronize()
+        out = {k: sum(s.elapsed_time(e) for s, e in v) / frames for k, v in self.pairs.items()}
+        out["sum"] = sum(out.values())
+        self.pairs.clear()
+        return out
+
+
+def sync_after_windows(pipe: bench.NormalCrafterPipeline) -> None:
+    """Hold the clip loop until each window's UNet has run."""
+    predict = pipe.predict_window
+
+    def synced(*args, **kwargs):
+        out = predict(*args, **kwargs)
+        torch.cuda.current_stream().synchronize()
+        return out
+
+    pipe.predict_window = synced
 
 
 # -- reading a trace ---------------------------------------------------------
@@ -219,10 +256,9 @@ def record_stats_shapes() -> set[tuple[int, int, int, int]]:
     return shapes
 
 
-def use_stats_warps(table: dict[tuple[int, int, int], int] | int) -> None:
-    """Launch the statistics with these warps: one number, or per (N, pixels, C)."""
+def use_stats_warps(warps: int) -> None:
+    """Launch the statistics with this many warps, whatever the shape."""
     def chosen(x, groups, weight, bias, eps, **kw):
-        warps = table if isinstance(table, int) else table.get(groupnorm._rows(x), 8)
         return _ORIGINAL_STATS(x, groups, weight, bias, eps, num_warps=warps, **kw)
 
     groupnorm.rows_scale_shift = chosen
@@ -300,6 +336,8 @@ def run(a: argparse.Namespace) -> None:
     master = bench.build_master("full", dev)
     pipe = bench.make_pipeline(master, mode, dev)
     annotate(pipe, writer)
+    device_times = DeviceTimes()
+    device_times.wrap(pipe)
     shapes = record_stats_shapes()
     warm = bench.warmup_frames(argparse.Namespace(window=14, stride=10, frames=a.frames))
     t = time.perf_counter()
@@ -318,17 +356,36 @@ def run(a: argparse.Namespace) -> None:
         if left() < n * 0.06 + 15:
             say(f"{name}: skipped, {left():.0f} s left")
             return None
+        device_times.take(1)
         r = bench.run_clip(pipe, mode, n, h, w, writer if with_writer else None, profile=profile)
+        r["device_ms_per_frame"] = device_times.take(n)
         results["runs"][name] = r
-        stages = " ".join(f"{k} {v:.1f}" for k, v in r["stage_ms_per_frame"].items()) if profile else ""
-        say(f"{name}: {n} frames {r['ms_per_frame']:.2f} ms/frame; GPU {r.get('gpu_peak_allocated_gb', 0):.2f} / "
-            f"{r.get('gpu_peak_reserved_gb', 0):.2f} GB {stages}")
+        host = " ".join(f"{k} {v:.1f}" for k, v in r["stage_ms_per_frame"].items())
+        gpu = " ".join(f"{k} {v:.1f}" for k, v in r["device_ms_per_frame"].items())
+        say(f"{name}: {n} frames {r['ms_per_frame']:.2f} ms/frame; GPU memory {r.get('gpu_peak_allocated_gb', 0):.2f}"
+            f" / {r.get('gpu_peak_reserved_gb', 0):.2f} GB\n    host in stages: {host}\n    GPU per step: {gpu}")
         save()
         return r
+
+    def again(change) -> None:
+        """Apply ``change`` to the pipeline, capture its graphs again, warm up."""
+        change()
+        recapture(pipe)
+        device_times.wrap(pipe, copies=False)
+        bench.run_clip(pipe, mode, warm, h, w, writer)
 
     timed("base")
     timed("base, no files", with_writer=False)
     timed("base, stages synchronised", profile=True)
+    CHUNKS_AHEAD[0] = 1
+    timed("one decoded chunk ahead")
+    CHUNKS_AHEAD[0] = 0
+    again(lambda: use_stats_warps(8))
+    timed("statistics at 8 warps everywhere")
+    again(lambda: setattr(groupnorm, "rows_scale_shift", _ORIGINAL_STATS))
+    timed("base again")
+    sync_after_windows(pipe)
+    timed("synchronised after every window")
     trace_us: dict[str, float] = {}
     if left() > 60:
         from torch.profiler import ProfilerActivity, profile
@@ -351,29 +408,12 @@ def run(a: argparse.Namespace) -> None:
             say(f"  gap {g['us']:9.1f} us  {g['cause']}  | after {g['after']} | before {g['before']}")
         save()
         del events, prof
-    if left() > 60 and shapes:
+    if left() > 30 and shapes:
         rows = time_stats_shapes(shapes, trace_us, a.trace_frames)
         results["stats_shapes"] = rows
-        say("statistics per shape (N, pixels, C): us with 4 / 8 warps; trace us/frame (8 warps)")
+        say("statistics per shape (N, pixels, C): us with 4 / 8 warps; trace us/frame")
         for r in rows:
             say(f"  {tuple(r['shape'])}: {r['us_4w']:7.1f} / {r['us_8w']:7.1f}; {r['trace_us_per_frame']:7.1f}")
-        best = {tuple(r["shape"]): 4 for r in rows if r["us_4w"] < 0.95 * r["us_8w"]}
-        save()
-        use_stats_warps(best)
-        recapture(pipe)
-        bench.run_clip(pipe, mode, warm, h, w, writer)
-        timed("statistics with the better warps per shape")
-        use_stats_warps(4)
-        recapture(pipe)
-        bench.run_clip(pipe, mode, warm, h, w, writer)
-        timed("statistics with 4 warps")
-        groupnorm.rows_scale_shift = _ORIGINAL_STATS
-        recapture(pipe)
-        bench.run_clip(pipe, mode, warm, h, w, writer)
-    side_stream_copies(pipe)
-    timed("output copies on their own stream")
-    sys.setswitchinterval(0.0005)
-    timed("and a GIL switch interval of 0.5 ms")
     save()
     if writer is not None:
         writer.close()

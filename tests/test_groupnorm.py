@@ -42,14 +42,14 @@ CHECK = textwrap.dedent("""
     x = torch.randn(1, 64, 4, 4).contiguous(memory_format=torch.channels_last)
     plain = rows_group_norm(x, 32, None, None, 1e-5)
     assert (plain.double() - F.group_norm(x.double(), 32, eps=1e-5)).abs().max() < 2e-5
-    # The statistics loop's unrolling (a non-divisor of its length too)
-    # changes nothing but summation order.
+    # The statistics loop's unrolling (a non-divisor of its length too) and
+    # the warps per program change nothing but summation order.
     from normalcrafter.groupnorm import rows_scale_shift
     x = (torch.randn(1, 128, 255, 301) * 3 + 50).contiguous(memory_format=torch.channels_last)
     ref = rows_scale_shift(x, 32, None, None, 1e-6, unroll=1)
-    for unroll in (3, 4):
-        got = rows_scale_shift(x, 32, None, None, 1e-6, unroll=unroll)
-        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, ref)), unroll
+    for unroll, warps in ((3, None), (4, None), (1, 4), (1, 8), (2, 2)):
+        got = rows_scale_shift(x, 32, None, None, 1e-6, unroll=unroll, num_warps=warps)
+        assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(got, ref)), (unroll, warps)
     print("ok")
 """)
 
@@ -61,6 +61,13 @@ def test_kernels_match_group_norm():
     r = subprocess.run([sys.executable, "-c", CHECK, "cuda" if gpu else "cpu"], capture_output=True, text=True,
                        env=env, timeout=600)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
+def test_statistics_warps_follow_the_block_width():
+    """4 warps up to 1,024 channels per block, 8 beyond (timed on the H100)."""
+    from normalcrafter.groupnorm import stats_warps
+
+    assert [stats_warps(c) for c in (128, 512, 1024, 2048, 4096)] == [4, 4, 4, 8, 8]
 
 
 def test_op_falls_back_to_pytorch_off_the_gpu():

@@ -30,6 +30,15 @@ _BLOCK_ELEMENTS = 8192
 _STATS_ELEMENTS = 4096
 
 
+def stats_warps(block_c: int) -> int:
+    """Warps per statistics program for blocks ``block_c`` channels wide.
+    Timed on every shape the model gives the kernel at 1024x576 and
+    512x288 (H100, scripts/timeline.py): up to 1,024 channels 4 warps were
+    as fast or faster, up to 3x on the UNet's and the encoder's batches of
+    frames (few programs per sample); wider, 8 were up to 16% faster."""
+    return 4 if block_c <= 1024 else 8
+
+
 @functools.cache
 def _kernels():
     import triton
@@ -221,14 +230,15 @@ def _try(fn, *args):
 
 
 def rows_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                     eps: float, unroll: int = 1, num_warps: int = 8,
+                     eps: float, unroll: int = 1, num_warps: int | None = None,
                      elements: int = _STATS_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
     """The statistics kernels for a channels-last ``x`` of any float dtype:
     fp32 (N, C) scale and shift (the tests run them on the CPU under
     Triton's interpreter). ``unroll`` (blocks loaded per loop step),
-    ``num_warps`` and ``elements`` (per block) shape the statistics kernel
-    only; scripts/gn_stats_probe.py times them (docs/performance.md: an
-    unroll of 4 made the statistics 7% slower end to end)."""
+    ``num_warps`` (default: ``stats_warps``) and ``elements`` (per block)
+    shape the statistics kernel only; scripts/gn_stats_probe.py times them
+    (docs/performance.md: an unroll of 4 made the statistics 7% slower end
+    to end)."""
     rows = _rows(x)
     if rows is None:
         raise ValueError("rows_scale_shift needs a channels-last tensor")
@@ -242,7 +252,7 @@ def rows_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, 
     mean = torch.empty((n, programs, c), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(mean)
     stats[(n, programs)](x, mean, m2, p, c, ITERS=iters, UNROLL=min(unroll, iters), BLOCK_P=block_p,
-                         BLOCK_C=block_c, num_warps=num_warps)
+                         BLOCK_C=block_c, num_warps=num_warps or stats_warps(block_c))
     per = c // groups
     scale = torch.empty((n, c), device=x.device, dtype=torch.float32)
     shift = torch.empty_like(scale)
