@@ -6,19 +6,20 @@ one size, and then, section by section while ``--budget-s`` lasts:
 
 * times a clip end to end with the writer processes, without them, and
   synchronised at stage ends (the stage split);
-* records a torch.profiler trace of a clip with the pipeline's calls
-  annotated and reads it as a timeline: how long the GPU is busy and idle,
-  the idle gaps by length, and for each gap whether the next work was
-  launched late (then: what the launching thread was doing) or was queued
-  and waited on the device;
+* with ``--trace``, records a torch.profiler trace of a clip with the
+  pipeline's calls annotated and reads it as a timeline: how long the GPU
+  is busy and idle, the idle gaps by length, and for each gap whether the
+  next work was launched late (then: what the launching thread was doing)
+  or was queued and waited on the device;
 * times each model call and output copy on the GPU (CUDA events), which
   tells slower GPU work from idle GPU time;
-* times the clip with the clip loop held closer to the GPU (one chunk
-  ahead instead of two; synchronised after every window), and with the
-  GroupNorm statistics at 8 warps everywhere (the choice before
-  ``groupnorm.stats_warps``);
-* times the GroupNorm statistics kernel on every shape the model gives it,
-  with 4 and 8 warps.
+* times the clip with the clip loop two decoded chunks ahead of its
+  consumer (the choice before ``pipeline.CHUNKS_AHEAD`` became one), with
+  the consumer polling each chunk's copy event instead of waiting on it,
+  and a long clip (``--long``);
+* with ``--trace``, the profiler timeline above; with ``--stats-shapes``,
+  the GroupNorm statistics kernel on every shape the model gives it, with
+  4 and 8 warps (the timings behind ``groupnorm.stats_warps``).
 
 Results go to ``OUT/timeline_WxH.json`` and a readable ``.txt`` beside it.
 Needs a CUDA GPU.
@@ -29,8 +30,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import dataclasses
 import functools
-import gc
 import json
 import sys
 import time
@@ -89,27 +91,9 @@ def annotate_producers() -> None:
                 close()
 
     def background(items, depth=2):
-        if depth == 2 and CHUNKS_AHEAD[0]:
-            depth = CHUNKS_AHEAD[0]  # the clip loop's queue of decoded chunks
         return original(steps(items, f"nc:produce(depth {depth})"), depth)
 
     pipeline_module.background = background
-
-
-# Decoded chunks the clip loop may run ahead of its consumer (0: the pipeline's own choice, 2).
-CHUNKS_AHEAD = [0]
-
-
-def recapture(pipe: bench.NormalCrafterPipeline) -> None:
-    """Fresh CUDA graphs (captured again on the next calls), after a change
-    to what the model calls launch."""
-    pool = GraphPool()
-    pipe._clip_call = GraphedCall(pipe._clip_embed, pool)
-    pipe._encode_call = GraphedCall(pipe._encode_latents, pool)
-    pipe._unet_call = GraphedCall(pipe._unet_forward, pool)
-    pipe._decode_call = GraphedCall(pipe._decode_forward, pool)
-    gc.collect()
-    torch.cuda.empty_cache()
 
 
 class DeviceTimes:
@@ -146,16 +130,42 @@ class DeviceTimes:
         return out
 
 
-def sync_after_windows(pipe: bench.NormalCrafterPipeline) -> None:
-    """Hold the clip loop until each window's UNet has run."""
-    predict = pipe.predict_window
+class _Polled:
+    """A CUDA event whose ``synchronize`` polls it, sleeping in between,
+    instead of waiting in the driver."""
 
-    def synced(*args, **kwargs):
-        out = predict(*args, **kwargs)
-        torch.cuda.current_stream().synchronize()
-        return out
+    def __init__(self, event: torch.cuda.Event) -> None:
+        self.event = event
 
-    pipe.predict_window = synced
+    def synchronize(self) -> None:
+        while not self.event.query():
+            time.sleep(2e-4)
+
+
+@contextlib.contextmanager
+def polling_consumer(pipe: bench.NormalCrafterPipeline):
+    """The consumer polls each chunk's copy event instead of waiting on it."""
+    to_host = pipe._to_host
+
+    def polled(imgs):
+        host, ready = to_host(imgs)
+        return host, _Polled(ready) if ready is not None else None
+
+    pipe._to_host = polled
+    try:
+        yield
+    finally:
+        pipe._to_host = to_host
+
+
+@contextlib.contextmanager
+def chunks_ahead(n: int):
+    saved = pipeline_module.CHUNKS_AHEAD
+    pipeline_module.CHUNKS_AHEAD = n
+    try:
+        yield
+    finally:
+        pipeline_module.CHUNKS_AHEAD = saved
 
 
 # -- reading a trace ---------------------------------------------------------
@@ -256,14 +266,6 @@ def record_stats_shapes() -> set[tuple[int, int, int, int]]:
     return shapes
 
 
-def use_stats_warps(warps: int) -> None:
-    """Launch the statistics with this many warps, whatever the shape."""
-    def chosen(x, groups, weight, bias, eps, **kw):
-        return _ORIGINAL_STATS(x, groups, weight, bias, eps, num_warps=warps, **kw)
-
-    groupnorm.rows_scale_shift = chosen
-
-
 def stats_grid(n: int, p: int, c: int) -> str:
     block_c = 1 << (c - 1).bit_length()
     blocks = -(-p // max(1, groupnorm._STATS_ELEMENTS // block_c))
@@ -293,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--res", default="1024x576")
     p.add_argument("--mode", default="fast", choices=tuple(bench.MODES))
     p.add_argument("--frames", type=int, default=300, help="frames of each end-to-end run")
+    p.add_argument("--long", type=int, default=0, metavar="N", help="also time an N-frame clip")
+    p.add_argument("--decode-split", type=int, default=None, help="the mode with this Speed.decode_split")
+    p.add_argument("--trace", action="store_true", help="record and read a profiler timeline")
     p.add_argument("--trace-frames", type=int, default=70)
+    p.add_argument("--stats-shapes", action="store_true", help="time the GroupNorm statistics per shape")
     p.add_argument("--writers", type=int, default=12)
     p.add_argument("--budget-s", type=float, default=1e9, help="seconds for the sections after the warm-up")
     p.add_argument("--wait-for", default=None, metavar="FILE", help="warm up, then wait for FILE before timing")
@@ -316,9 +322,13 @@ def run(a: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     h, w = bench.parse_res(a.res)
     mode = bench.MODES[a.mode]
+    tag = ""
+    if a.decode_split is not None:
+        mode = dataclasses.replace(mode, speed=dataclasses.replace(mode.speed, decode_split=a.decode_split))
+        tag = f"_split{a.decode_split}"
     dev = torch.device("cuda")
     results: dict = {"args": vars(a), "environment": bench.environment(dev), "runs": {}}
-    stem = out / f"timeline_{w}x{h}"
+    stem = out / f"timeline_{w}x{h}{tag}"
     report: list[str] = []
 
     def say(line: str) -> None:
@@ -338,11 +348,12 @@ def run(a: argparse.Namespace) -> None:
     annotate(pipe, writer)
     device_times = DeviceTimes()
     device_times.wrap(pipe)
-    shapes = record_stats_shapes()
+    shapes = record_stats_shapes() if a.stats_shapes else set()
     warm = bench.warmup_frames(argparse.Namespace(window=14, stride=10, frames=a.frames))
     t = time.perf_counter()
     bench.run_clip(pipe, mode, warm, h, w, writer)
-    say(f"# {results['environment'].get('card')} {a.mode} {w}x{h}; warm-up {time.perf_counter() - t:.0f} s")
+    say(f"# {results['environment'].get('card')} {a.mode}{tag} {w}x{h}, commit {results['environment'].get('commit')};"
+        f" warm-up {time.perf_counter() - t:.0f} s")
     groupnorm.rows_scale_shift = _ORIGINAL_STATS
     if a.warm_signal:
         Path(a.warm_signal).touch()
@@ -351,11 +362,11 @@ def run(a: argparse.Namespace) -> None:
         time.sleep(0.5)
     t_start = time.perf_counter()
 
-    def timed(name: str, n: int | None = None, with_writer: bool = True, profile: bool = False) -> dict | None:
+    def timed(name: str, n: int | None = None, with_writer: bool = True, profile: bool = False) -> None:
         n = n or a.frames
         if left() < n * 0.06 + 15:
             say(f"{name}: skipped, {left():.0f} s left")
-            return None
+            return
         device_times.take(1)
         r = bench.run_clip(pipe, mode, n, h, w, writer if with_writer else None, profile=profile)
         r["device_ms_per_frame"] = device_times.take(n)
@@ -365,34 +376,25 @@ def run(a: argparse.Namespace) -> None:
         say(f"{name}: {n} frames {r['ms_per_frame']:.2f} ms/frame; GPU memory {r.get('gpu_peak_allocated_gb', 0):.2f}"
             f" / {r.get('gpu_peak_reserved_gb', 0):.2f} GB\n    host in stages: {host}\n    GPU per step: {gpu}")
         save()
-        return r
-
-    def again(change) -> None:
-        """Apply ``change`` to the pipeline, capture its graphs again, warm up."""
-        change()
-        recapture(pipe)
-        device_times.wrap(pipe, copies=False)
-        bench.run_clip(pipe, mode, warm, h, w, writer)
 
     timed("base")
     timed("base, no files", with_writer=False)
     timed("base, stages synchronised", profile=True)
-    CHUNKS_AHEAD[0] = 1
-    timed("one decoded chunk ahead")
-    CHUNKS_AHEAD[0] = 0
-    again(lambda: use_stats_warps(8))
-    timed("statistics at 8 warps everywhere")
-    again(lambda: setattr(groupnorm, "rows_scale_shift", _ORIGINAL_STATS))
-    timed("base again")
-    sync_after_windows(pipe)
-    timed("synchronised after every window")
+    with chunks_ahead(2):
+        timed("two decoded chunks ahead")
+        with polling_consumer(pipe):
+            timed("two decoded chunks ahead, the consumer polling")
+    with polling_consumer(pipe):
+        timed("base, the consumer polling")
+    if a.long:
+        timed(f"base, {a.long} frames", n=a.long)
     trace_us: dict[str, float] = {}
-    if left() > 60:
+    if a.trace and left() > 60:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], experimental_config=all_threads()) as prof:
             r = bench.run_clip(pipe, mode, a.trace_frames, h, w, writer)
-        path = Path("/tmp") / f"trace_{w}x{h}.json"
+        path = Path("/tmp") / f"trace_{w}x{h}{tag}.json"
         prof.export_chrome_trace(str(path))
         events = json.loads(path.read_text())["traceEvents"]
         tl = read_timeline(events)
@@ -408,7 +410,7 @@ def run(a: argparse.Namespace) -> None:
             say(f"  gap {g['us']:9.1f} us  {g['cause']}  | after {g['after']} | before {g['before']}")
         save()
         del events, prof
-    if left() > 30 and shapes:
+    if shapes and left() > 30:
         rows = time_stats_shapes(shapes, trace_us, a.trace_frames)
         results["stats_shapes"] = rows
         say("statistics per shape (N, pixels, C): us with 4 / 8 warps; trace us/frame")
