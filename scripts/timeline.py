@@ -4,22 +4,22 @@
 Builds the full-size random model as bench.py does, warms one mode up at
 one size, and then, section by section while ``--budget-s`` lasts:
 
-* times a clip end to end with the writer processes, without them, and
-  synchronised at stage ends (the stage split);
+* times the clip three times in a row (a clip's short tail, a last decode
+  chunk of fewer frames, runs uncaptured the first time, is captured the
+  second, and is replayed from then on), without the writer processes,
+  synchronised at stage ends (the stage split), and a long clip
+  (``--long``);
+* for each of these, times each model call and output copy on the GPU's
+  clock (CUDA events around it: its work, plus any time the GPU waited
+  inside it for the host);
 * with ``--trace``, records a torch.profiler trace of a clip with the
   pipeline's calls annotated and reads it as a timeline: how long the GPU
   is busy and idle, the idle gaps by length, and for each gap whether the
   next work was launched late (then: what the launching thread was doing)
   or was queued and waited on the device;
-* times each model call and output copy on the GPU (CUDA events), which
-  tells slower GPU work from idle GPU time;
-* times the clip with the clip loop two decoded chunks ahead of its
-  consumer (the choice before ``pipeline.CHUNKS_AHEAD`` became one), with
-  the consumer polling each chunk's copy event instead of waiting on it,
-  and a long clip (``--long``);
-* with ``--trace``, the profiler timeline above; with ``--stats-shapes``,
-  the GroupNorm statistics kernel on every shape the model gives it, with
-  4 and 8 warps (the timings behind ``groupnorm.stats_warps``).
+* with ``--stats-shapes``, times the GroupNorm statistics kernel on every
+  shape the model gives it with 4 and 8 warps (the timings behind
+  ``groupnorm.stats_warps``).
 
 Results go to ``OUT/timeline_WxH.json`` and a readable ``.txt`` beside it.
 Needs a CUDA GPU.
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import dataclasses
 import functools
 import json
@@ -128,44 +127,6 @@ class DeviceTimes:
         out["sum"] = sum(out.values())
         self.pairs.clear()
         return out
-
-
-class _Polled:
-    """A CUDA event whose ``synchronize`` polls it, sleeping in between,
-    instead of waiting in the driver."""
-
-    def __init__(self, event: torch.cuda.Event) -> None:
-        self.event = event
-
-    def synchronize(self) -> None:
-        while not self.event.query():
-            time.sleep(2e-4)
-
-
-@contextlib.contextmanager
-def polling_consumer(pipe: bench.NormalCrafterPipeline):
-    """The consumer polls each chunk's copy event instead of waiting on it."""
-    to_host = pipe._to_host
-
-    def polled(imgs):
-        host, ready = to_host(imgs)
-        return host, _Polled(ready) if ready is not None else None
-
-    pipe._to_host = polled
-    try:
-        yield
-    finally:
-        pipe._to_host = to_host
-
-
-@contextlib.contextmanager
-def chunks_ahead(n: int):
-    saved = pipeline_module.CHUNKS_AHEAD
-    pipeline_module.CHUNKS_AHEAD = n
-    try:
-        yield
-    finally:
-        pipeline_module.CHUNKS_AHEAD = saved
 
 
 # -- reading a trace ---------------------------------------------------------
@@ -377,15 +338,11 @@ def run(a: argparse.Namespace) -> None:
             f" / {r.get('gpu_peak_reserved_gb', 0):.2f} GB\n    host in stages: {host}\n    GPU per step: {gpu}")
         save()
 
-    timed("base")
+    timed("base: the tail's first clip")
+    timed("base: the tail's second clip")
+    timed("base: the tail's third clip")
     timed("base, no files", with_writer=False)
     timed("base, stages synchronised", profile=True)
-    with chunks_ahead(2):
-        timed("two decoded chunks ahead")
-        with polling_consumer(pipe):
-            timed("two decoded chunks ahead, the consumer polling")
-    with polling_consumer(pipe):
-        timed("base, the consumer polling")
     if a.long:
         timed(f"base, {a.long} frames", n=a.long)
     trace_us: dict[str, float] = {}

@@ -40,14 +40,6 @@ from .windows import ChunkPlan, blend, grid_end, plan_chunk
 # bucket 127, no noise augmentation.
 ADDED_TIME_IDS = (7.0, 127.0, 0.0)
 
-# Decoded chunks the clip loop may run ahead of its consumer. One: with two,
-# the same compiled fp16 pipeline on an H100 spent 15-90% longer per frame
-# (1024x576: 51.9 against 44.6 ms/frame; 512x288: 25.9 against 13.5, files
-# written; docs/performance.md, "Run-ahead"), with the model calls' GPU
-# time (CUDA events) up as much, while one chunk ahead matched the run
-# synchronised at every stage.
-CHUNKS_AHEAD = 1
-
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -315,10 +307,9 @@ class NormalCrafterPipeline:
         yields nothing (resuming: the windows still run, since each feeds the
         next, but the costly decode of finished frames is saved).
 
-        With ``speed.overlap`` the loop runs in a worker thread up to
-        ``CHUNKS_AHEAD`` decoded chunks ahead of the consumer, so whatever
-        the consumer does with a frame (writing a file) overlaps the
-        device's work.
+        With ``speed.overlap`` the loop runs in a worker thread up to two
+        decoded chunks ahead of the consumer, so whatever the consumer does
+        with a frame (writing a file) overlaps the device's work.
         """
         yield from self.stream_plan(frames, plan_chunk(num_frames, 0, num_frames, 0, window, stride, decode_chunk),
                                     should_stop, skip)
@@ -337,7 +328,7 @@ class NormalCrafterPipeline:
         first frame, as ``skip`` takes them."""
         chunks = self._chunks(frames, plan, should_stop, skip)
         if self.speed.overlap:
-            chunks = background(chunks, depth=CHUNKS_AHEAD)
+            chunks = background(chunks, depth=2)
         for start, host, ready in chunks:
             if ready is not None:
                 ready.synchronize()
