@@ -86,15 +86,14 @@ class GraphPool:
 
 
 class _Graph:
-    """``fn`` captured for one signature, whose first call has already run
-    on ``pool``'s stream."""
-
     def __init__(self, fn: Callable, args: tuple, kwargs: dict, pool: GraphPool) -> None:
         self.inputs = tree_map(_clone_like, (args, kwargs))
-        # PyTorch asks for one run on the capture stream before capturing
-        # (libraries set up per-stream state on first use): that was the
-        # signature's first call, run as is on the pool's stream. Another
-        # would cost a clip's short tail its whole uncaptured time again.
+        # One run on the capture stream before capturing, as PyTorch asks:
+        # libraries set up per-stream and per-thread state (handles,
+        # workspaces) on first use. The signature's first call does not
+        # count: it may have run in an earlier clip's loop thread (without
+        # this run, captures failed on the H100, commit 4ad6f22).
+        pool.run(fn, *self.inputs)
         self.graph = torch.cuda.CUDAGraph()
         # thread_local: the pipeline's reader and consumer threads keep using
         # CUDA (pinned copies, event waits) while this thread captures.
