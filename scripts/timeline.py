@@ -44,14 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402
 from normalcrafter import groupnorm  # noqa: E402
 from normalcrafter import pipeline as pipeline_module  # noqa: E402
-from normalcrafter.graphs import GraphedCall, GraphPool  # noqa: E402
 
 DEVICE_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
 LAUNCH_CATS = {"cuda_runtime", "cuda_driver"}
 GAP_BINS_US = (10, 100, 1000, 10000)
 
 
-# -- annotating and re-capturing the pipeline -------------------------------
+# -- annotating and timing the pipeline's steps ------------------------------
 def _annotated(name: str, fn):
     @functools.wraps(fn)
     def run(*args, **kwargs):
@@ -313,8 +312,9 @@ def run(a: argparse.Namespace) -> None:
     warm = bench.warmup_frames(argparse.Namespace(window=14, stride=10, frames=a.frames))
     t = time.perf_counter()
     bench.run_clip(pipe, mode, warm, h, w, writer)
-    say(f"# {results['environment'].get('card')} {a.mode}{tag} {w}x{h}, commit {results['environment'].get('commit')};"
-        f" warm-up {time.perf_counter() - t:.0f} s")
+    warm_s = time.perf_counter() - t
+    env = results["environment"]
+    say(f"# {env.get('card')} {a.mode}{tag} {w}x{h}, commit {env.get('commit')}; warm-up {warm_s:.0f} s")
     groupnorm.rows_scale_shift = _ORIGINAL_STATS
     if a.warm_signal:
         Path(a.warm_signal).touch()
@@ -334,8 +334,9 @@ def run(a: argparse.Namespace) -> None:
         results["runs"][name] = r
         host = " ".join(f"{k} {v:.1f}" for k, v in r["stage_ms_per_frame"].items())
         gpu = " ".join(f"{k} {v:.1f}" for k, v in r["device_ms_per_frame"].items())
-        say(f"{name}: {n} frames {r['ms_per_frame']:.2f} ms/frame; GPU memory {r.get('gpu_peak_allocated_gb', 0):.2f}"
-            f" / {r.get('gpu_peak_reserved_gb', 0):.2f} GB\n    host in stages: {host}\n    GPU per step: {gpu}")
+        memory = f"{r.get('gpu_peak_allocated_gb', 0):.2f} / {r.get('gpu_peak_reserved_gb', 0):.2f} GB"
+        say(f"{name}: {n} frames {r['ms_per_frame']:.2f} ms/frame; GPU memory {memory}\n"
+            f"    host in stages: {host}\n    GPU per step: {gpu}")
         save()
 
     timed("base: the tail's first clip")
@@ -349,7 +350,8 @@ def run(a: argparse.Namespace) -> None:
     if a.trace and left() > 60:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], experimental_config=all_threads()) as prof:
+        acts = [ProfilerActivity.CPU, ProfilerActivity.CUDA]
+        with profile(activities=acts, experimental_config=all_threads()) as prof:
             r = bench.run_clip(pipe, mode, a.trace_frames, h, w, writer)
         path = Path("/tmp") / f"trace_{w}x{h}{tag}.json"
         prof.export_chrome_trace(str(path))
@@ -360,7 +362,8 @@ def run(a: argparse.Namespace) -> None:
         trace_us = stats_time_by_grid(events)
         say(f"trace of {a.trace_frames} frames ({r['ms_per_frame']:.1f} ms/frame traced): GPU busy "
             f"{tl['busy_ms']:.0f} of {tl['span_ms']:.0f} ms, idle {tl['idle_ms']:.0f} ms in {tl['gaps']} gaps")
-        say("  idle by gap length (ms): " + json.dumps({k: round(v, 1) for k, v in tl["idle_by_gap_length_ms"].items()}))
+        by_length = {k: round(v, 1) for k, v in tl["idle_by_gap_length_ms"].items()}
+        say(f"  idle by gap length (ms): {json.dumps(by_length)}")
         for cause, ms in tl["idle_by_cause_ms"].items():
             say(f"  {ms:8.1f} ms  {cause}")
         for g in tl["longest"]:
