@@ -227,10 +227,8 @@ def record_stats_shapes() -> set[tuple[int, int, int, int]]:
 
 
 def stats_grid(n: int, p: int, c: int) -> str:
-    block_c = 1 << (c - 1).bit_length()
-    blocks = -(-p // max(1, groupnorm._STATS_ELEMENTS // block_c))
-    iters = max(1, min(16, blocks // 512))
-    return str([n, -(-blocks // iters), 1])
+    """The statistics kernel's launch grid, as the trace writes it."""
+    return str([n, groupnorm.stats_layout(p, c)[3], 1])
 
 
 def time_stats_shapes(shapes, trace_us: dict[str, float], frames: int) -> list[dict]:
@@ -239,8 +237,8 @@ def time_stats_shapes(shapes, trace_us: dict[str, float], frames: int) -> list[d
     rows = []
     for n, p, c, groups in sorted(shapes):
         x = torch.randn(n, p, c, device="cuda", dtype=torch.float16).permute(0, 2, 1)
-        row = {"shape": [n, p, c], "grid": stats_grid(n, p, c),
-               "trace_us_per_frame": trace_us.get(stats_grid(n, p, c), 0.0) / frames}
+        grid = stats_grid(n, p, c)
+        row = {"shape": [n, p, c], "grid": grid, "trace_us_per_frame": trace_us.get(grid, 0.0) / frames}
         for warps in (4, 8):
             row[f"us_{warps}w"] = 1e3 * do_bench_cudagraph(
                 lambda: _ORIGINAL_STATS(x, groups, None, None, 1e-6, num_warps=warps), rep=20)

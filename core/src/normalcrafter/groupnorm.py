@@ -229,6 +229,16 @@ def _try(fn, *args):
         return None
 
 
+def stats_layout(pixels: int, channels: int, elements: int = _STATS_ELEMENTS) -> tuple[int, int, int, int]:
+    """How the statistics kernel covers one sample: (channels per block,
+    pixels per block, blocks per program, programs per sample)."""
+    block_c = 1 << (channels - 1).bit_length()
+    block_p = max(1, elements // block_c)
+    blocks = -(-pixels // block_p)
+    iters = max(1, min(16, blocks // 512))  # a few hundred programs per sample at least
+    return block_c, block_p, iters, -(-blocks // iters)
+
+
 def rows_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, bias: torch.Tensor | None,
                      eps: float, unroll: int = 1, num_warps: int | None = None,
                      elements: int = _STATS_ELEMENTS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -244,11 +254,7 @@ def rows_scale_shift(x: torch.Tensor, groups: int, weight: torch.Tensor | None, 
         raise ValueError("rows_scale_shift needs a channels-last tensor")
     n, p, c = rows
     stats, merge, _ = _kernels()
-    block_c = 1 << (c - 1).bit_length()
-    block_p = max(1, elements // block_c)
-    blocks = -(-p // block_p)
-    iters = max(1, min(16, blocks // 512))  # a few hundred programs per sample at least
-    programs = -(-blocks // iters)
+    block_c, block_p, iters, programs = stats_layout(p, c, elements)
     mean = torch.empty((n, programs, c), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(mean)
     stats[(n, programs)](x, mean, m2, p, c, ITERS=iters, UNROLL=min(unroll, iters), BLOCK_P=block_p,
