@@ -42,7 +42,10 @@ def test_gpu_half_defaults_pair_channels_last_with_a_matching_group_norm():
     pytest.importorskip("triton", reason="Triton is not installed (requirements/test.txt pins it)")
     cuda = torch.device("cuda")
     eager = Speed().resolve(cuda, torch.float16, True)
-    assert eager.channels_last and eager.nhwc_group_norm and not eager.compile and eager.decode_split == 1
+    # The split follows the frame size (FrameSplit); the low-memory mode keeps one frame.
+    assert eager.channels_last and eager.nhwc_group_norm and not eager.compile and eager.decode_split is None
+    assert Speed(offload=True).resolve(cuda, torch.float16, True).decode_split == 1
+    assert eager.full_batches and not Speed().resolve(torch.device("cpu"), torch.float32, True).full_batches
     compiled = Speed(compile=True).resolve(cuda, torch.float16, True)
     assert compiled.channels_last and compiled.nhwc_group_norm
     inductor = Speed(compile=True, nhwc_group_norm=False).resolve(cuda, torch.float16, True)
@@ -103,6 +106,102 @@ def test_lean_decoder_and_split_encoder_are_exact_in_float64(tiny_model):
         assert torch.allclose(vae.decoder(z, image_only_indicator=indicator, num_frames=5), whole_dec, atol=1e-12)
         assert torch.allclose(encoder(x), whole_enc, atol=1e-12)
     assert set(vae.state_dict()) == keys
+
+
+def test_frame_split_takes_whole_chunks_only_at_small_sizes():
+    """The automatic split: a 7-frame chunk whole at 512x288 (padded to
+    512x320) and at smaller sizes, one frame at a time at 1024x576 and at
+    sizes between (a count between 1 and 7 would leave a remainder call of
+    another shape in every chunk); a fixed split is fixed."""
+    from normalcrafter.accel import FrameSplit
+
+    auto = FrameSplit()
+    assert auto.per_call(7, 320, 512) == 7 and auto.per_call(6, 320, 512) == 6
+    assert auto.per_call(7, 192, 256) == 7
+    assert auto.per_call(7, 576, 1024) == 1 and auto.per_call(7, 448, 768) == 1
+    auto.size(320, 512)
+    assert auto.frames(7) == 7
+    auto.size(576, 1024)
+    assert auto.frames(7) == 1
+    assert FrameSplit(2).per_call(7, 320, 512) == 2 and FrameSplit(2).frames(7) == 2
+    with pytest.raises(ValueError):
+        FrameSplit(0)
+
+
+def test_split_follows_the_size_set_per_call(tiny_model):
+    """One VAE, two frame sizes: the encoder's and the decoder's per-frame
+    layers take the whole batch at the small size and one frame at a time
+    at the large one, with the same results either way (float64)."""
+    from normalcrafter.accel import FrameSplit, split_frames
+    from normalcrafter.lean_decoder import lean_decoder
+
+    vae = load_components(str(tiny_model), torch.float64).vae
+    encoder = torch.nn.Sequential(vae.encoder, vae.quant_conv)
+    seen: list[int] = []
+    for layer in (vae.encoder.conv_in, vae.decoder.up_blocks[-1].resnets[0].spatial_res_block):
+        layer.register_forward_hook(lambda m, args, out: seen.append(args[0].shape[0]))
+    small, large = (32, 48), (64, 96)
+    inputs = {size: (torch.randn(5, 3, *size, dtype=torch.float64),
+                     torch.randn(5, 4, size[0] // 8, size[1] // 8, dtype=torch.float64)) for size in (small, large)}
+    indicator = torch.zeros(1, 5, dtype=torch.float64)
+    with torch.no_grad():
+        whole = {size: (encoder(x), vae.decoder(z, image_only_indicator=indicator, num_frames=5))
+                 for size, (x, z) in inputs.items()}
+        split = FrameSplit(pixels=5 * small[0] * small[1])
+        lean_decoder(vae.decoder, split)
+        split_frames(encoder, split)
+        for size, frames_per_call in ((small, 5), (large, 1), (small, 5)):
+            x, z = inputs[size]
+            seen.clear()
+            split.size(*size)
+            enc = encoder(x)
+            dec = vae.decoder(z, image_only_indicator=indicator, num_frames=5)
+            assert set(seen) == {frames_per_call}, (size, seen)
+            assert torch.allclose(enc, whole[size][0], atol=1e-12)
+            assert torch.allclose(dec, whole[size][1], atol=1e-12)
+
+
+def test_shape_router_compiles_one_frame_count_per_size():
+    """Compiled code for the first frame count met at each size (the clip's
+    chunks); other counts at that size (a short tail) run eagerly."""
+    from normalcrafter.accel import ShapeRouted
+
+    calls: list[tuple[str, tuple[int, ...]]] = []
+    router = ShapeRouted(lambda x: calls.append(("fast", tuple(x.shape))),
+                         lambda x: calls.append(("slow", tuple(x.shape))))
+    for shape in [(7, 4, 8, 8), (3, 4, 8, 8), (1, 4, 16, 16), (7, 4, 16, 16), (7, 4, 8, 8), (1, 4, 16, 16),
+                  (1, 4, 7, 8, 8), (1, 4, 3, 8, 8)]:
+        router(torch.zeros(shape))
+    assert [c[0] for c in calls] == ["fast", "slow", "fast", "slow", "fast", "fast", "fast", "slow"]
+
+
+def test_full_batches_pad_a_short_last_batch(tiny_model, reference):
+    """With ``full_batches`` the clip's last, short encoder batch reaches CLIP
+    and the VAE encoder as a full one (so it replays the full batches'
+    graphs on a GPU); only rounding changes."""
+    frames, ref = reference  # 23 frames in chunks of 5: the last batch has 3
+    pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32, Speed(full_batches=True))
+    sizes = {"clip": [], "encode": []}
+    for name, attr in (("clip", "_clip_call"), ("encode", "_encode_call")):
+        inner = getattr(pipe, attr)
+        setattr(pipe, attr, lambda x, inner=inner, name=name: sizes[name].append(x.shape[0]) or inner(x))
+    out = pipe(frames, window=8, stride=6, decode_chunk=5)
+    assert sizes["clip"] == [5] * 5 and sizes["encode"] == [5] * 5
+    diff = np.abs(out - ref)
+    assert diff.mean() < 5e-4 and diff.max() < 5e-3
+
+
+def test_short_last_chunk_decodes_without_algorithm_search(tiny_model, monkeypatch):
+    """cuDNN's per-shape search stays on for the chunks of full length and is
+    off for the clip's short last one, whose shapes come once per clip."""
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", True)
+    pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32)
+    searched = []
+    decode = pipe.decode_chunk
+    pipe.decode_chunk = lambda z: searched.append((z.shape[0], torch.backends.cudnn.benchmark)) or decode(z)
+    pipe(clip(13), window=8, stride=6, decode_chunk=5)
+    assert searched == [(5, True), (5, True), (3, False)]
+    assert torch.backends.cudnn.benchmark
 
 
 def test_lean_decoder_holds_less_at_its_peak(tiny_model):

@@ -18,10 +18,11 @@ results only at that rounding level:
 * the VAE encoder in bf16 rather than fp32 in fp16 pipelines: the release
   upcasts it only because fp16 overflows there, and bf16 has fp32's range;
 * cuDNN's per-shape algorithm search;
-* on CUDA, the VAE encoder and the decoder's per-frame layers run one frame
-  at a time, and the decoder's largest levels run lean (lean_decoder.py),
-  which bounds their peak memory (the temporal layers still see the whole
-  chunk);
+* on CUDA, the VAE encoder and the decoder's per-frame layers run as many
+  frames at a time as fit in ``SPLIT_PIXELS`` (one frame at 1024x576, the
+  whole chunk at 512x288: ``FrameSplit``), and the decoder's largest levels
+  run lean (lean_decoder.py), which bounds their peak memory (the temporal
+  layers still see the whole chunk);
 * on CUDA, each model call (CLIP, VAE encoder, UNet, decoder) replayed from
   a CUDA graph (graphs.py): the same kernels, launched in one call instead
   of thousands from Python.
@@ -59,7 +60,8 @@ class Speed:
     offload: bool = False
     # Frames per call of the VAE encoder and of the decoder's per-frame
     # layers, whose largest levels then run lean (lean_decoder.py); 0 = the
-    # whole chunk, as diffusers runs it.
+    # whole chunk, as diffusers runs it. Automatic: on CUDA in fp16/bf16, by
+    # frame size (``FrameSplit``); one frame with ``offload``.
     decode_split: int | None = None
     cudnn_benchmark: bool | None = None
     # GroupNorm by rows of channels in Triton (groupnorm.py). Automatic: on
@@ -71,6 +73,10 @@ class Speed:
     # Model calls replayed from CUDA graphs. Automatic: on for fp16/bf16 on
     # CUDA; never with ``offload``, which moves weights between calls.
     cuda_graphs: bool | None = None
+    # A clip's short last batch of frames run through CLIP and the VAE
+    # encoder as a full one (``NormalCrafterPipeline.encode_frames``).
+    # Automatic: on for fp16/bf16 on CUDA.
+    full_batches: bool | None = None
 
     def resolve(self, device: torch.device, dtype: torch.dtype, force_upcast: bool) -> "Resolved":
         half = dtype != torch.float32
@@ -97,11 +103,19 @@ class Speed:
             compile=self.compile and not self.offload,
             overlap=cuda if self.overlap is None else self.overlap,
             offload=self.offload,
-            decode_split=(1 if half and cuda else 0) if self.decode_split is None else self.decode_split,
+            decode_split=_auto_split(half and cuda, self.offload) if self.decode_split is None else self.decode_split,
             cudnn_benchmark=(cuda and half) if self.cudnn_benchmark is None else self.cudnn_benchmark,
             nhwc_group_norm=fused_gn,
             cuda_graphs=(half and cuda if self.cuda_graphs is None else self.cuda_graphs) and cuda and not self.offload,
+            full_batches=half and cuda if self.full_batches is None else self.full_batches,
         )
+
+
+def _auto_split(split: bool, offload: bool) -> int | None:
+    if not split:
+        return 0
+    # The low-memory mode is for small cards: the least memory, whatever the size.
+    return 1 if offload else None
 
 
 @dataclass(frozen=True)
@@ -111,10 +125,13 @@ class Resolved:
     compile: bool
     overlap: bool
     offload: bool
-    decode_split: int
+    # Frames per call of the per-frame layers; None: by frame size
+    # (``FrameSplit``); 0: no split.
+    decode_split: int | None
     cudnn_benchmark: bool
     nhwc_group_norm: bool
     cuda_graphs: bool
+    full_batches: bool
 
 
 def to_channels_last(module: torch.nn.Module) -> None:
@@ -158,11 +175,57 @@ def _as_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x if fmt is None else x.contiguous(memory_format=fmt)
 
 
-def split_frames(module: torch.nn.Module, frames: int) -> None:
+# Pixels of the frames that the per-frame layers take in one call when the
+# split is automatic: the whole 7-frame chunk at 512x288 (padded to
+# 512x320), one frame at 1024x576. On an H100, whole chunks at 512x288 took
+# the compiled path from 13.3 to 12.7 ms/frame (fewer, larger kernels),
+# peaking at 5.11 GB allocated / 7.27 GB reserved; one frame at a time is
+# what keeps 1024x576 under 10 GB (docs/performance.md, runs 13 and 18).
+SPLIT_PIXELS = 7 * 512 * 320
+
+
+class FrameSplit:
+    """How many frames the per-frame layers given it (``split_frames``,
+    lean_decoder.py) take per call: ``frames``, or, with ``frames=None``,
+    the whole batch where it fits in ``pixels`` and one frame at a time
+    where it does not (frame counts between the two would leave a
+    remainder call of another shape in every chunk of 7). The pipeline sets
+    the frame size from each model call's input (``size``), so the choice
+    follows the clip."""
+
+    def __init__(self, frames: int | None = None, pixels: int = SPLIT_PIXELS) -> None:
+        if frames is not None and frames < 1:
+            raise ValueError(f"frames per call must be at least 1, got {frames}")
+        self.fixed = frames
+        self.pixels = pixels
+        self._size = (0, 0)
+
+    def per_call(self, n: int, height: int, width: int) -> int:
+        """Frames per call for a batch of ``n`` frames of this size."""
+        if self.fixed is not None:
+            return self.fixed
+        return n if n * height * width <= self.pixels else 1
+
+    def size(self, height: int, width: int) -> None:
+        self._size = (height, width)
+
+    def frames(self, n: int) -> int:
+        """``per_call`` at the size last set."""
+        return self.per_call(n, *self._size)
+
+
+def split_frames(module: torch.nn.Module, split: FrameSplit | int) -> None:
     """Make ``module`` (a per-frame layer taking (N, C, H, W) first) run on
-    at most ``frames`` frames at a time (``per_frame``). Patched on the
-    instance, so weights and state-dict keys are untouched."""
-    module.forward = functools.partial(per_frame, module.forward, frames)
+    at most ``split.frames(n)`` frames of n at a time (``per_frame``; an
+    int: that many, always). Patched on the instance, so weights and
+    state-dict keys are untouched."""
+    if isinstance(split, int):
+        split = FrameSplit(split)
+    module.forward = functools.partial(_split_call, module.forward, split)
+
+
+def _split_call(fn: Callable, split: FrameSplit, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return per_frame(fn, split.frames(x.shape[0]), x, *args, **kwargs)
 
 
 def per_frame(fn: Callable, frames: int, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
@@ -185,27 +248,44 @@ def per_frame(fn: Callable, frames: int, x: torch.Tensor, *args, **kwargs) -> to
     return out
 
 
+@contextmanager
+def no_algorithm_search() -> Iterator[None]:
+    """cuDNN's per-shape algorithm search off inside. For the shapes of a
+    clip's short last decode chunk, met once per clip: the search times
+    every algorithm of every new convolution shape, which the chunk's few
+    frames never earn back (docs/performance.md)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 class ShapeRouted:
     """Use the compiled ``fast`` callable for calls whose frame count is the
-    one of the first call (the window or chunk size that nearly every call
-    has) and the eager ``slow`` one otherwise: a clip's short tail never
-    waits for a recompile. The frame axis is the first one of (N, C, H, W)
-    inputs and the third of (B, C, T, H, W) ones. If compilation itself
-    fails, the eager callable takes over for good (``failure`` says why):
-    slower, never wrong."""
+    one of the first call at their size (the window or chunk size that
+    nearly every call of a clip has) and the eager ``slow`` one otherwise:
+    a clip's short tail never waits for a recompile, and each frame size
+    compiles once for its own frame count (the per-frame layers take more
+    frames per call at small sizes: ``FrameSplit``). The frame axis is the
+    first one of (N, C, H, W) inputs and the third of (B, C, T, H, W) ones.
+    If compilation itself fails, the eager callable takes over for good
+    (``failure`` says why): slower, never wrong."""
 
     def __init__(self, fast: Callable, slow: Callable) -> None:
         self.fast, self.slow = fast, slow
-        self.frames: int | None = None
+        # The first call's frame count, by the input's other dimensions.
+        self.frames: dict[tuple[int, ...], int] = {}
         self.failure: str | None = None
 
     def __call__(self, *args, **kwargs):
         # The first tensor argument, positional or (AlphaBlender) by name.
         x = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
-        n = x.shape[2 if x.dim() == 5 else 0]
-        if self.frames is None:
-            self.frames = n
-        if n != self.frames or self.failure is not None:
+        axis = 2 if x.dim() == 5 else 0
+        n = x.shape[axis]
+        first = self.frames.setdefault(x.shape[:axis] + x.shape[axis + 1:], n)
+        if n != first or self.failure is not None:
             return self.slow(*args, **kwargs)
         try:
             return self.fast(*args, **kwargs)

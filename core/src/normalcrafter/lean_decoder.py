@@ -27,13 +27,16 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from .accel import ShapeRouted, per_frame
+from .accel import FrameSplit, ShapeRouted, per_frame
 
 
-def lean_decoder(decoder: torch.nn.Module, frames: int, compile: bool = False) -> None:
+def lean_decoder(decoder: torch.nn.Module, split: FrameSplit | int, compile: bool = False) -> None:
     """Make ``decoder`` (diffusers' ``TemporalDecoder``) run its two largest
-    levels as described above, their per-frame layers ``frames`` frames at a
-    time. With ``compile``, the temporal halves are compiled (static shapes)."""
+    levels as described above, their per-frame layers ``split.frames(n)``
+    frames of n at a time (an int: that many, always). With ``compile``, the
+    temporal halves are compiled (static shapes)."""
+    if isinstance(split, int):
+        split = FrameSplit(split)
     blocks = list(decoder.up_blocks)
     if len(blocks) < 3:
         raise ValueError("lean_decoder expects the temporal decoder's four up blocks")
@@ -50,32 +53,32 @@ def lean_decoder(decoder: torch.nn.Module, frames: int, compile: bool = False) -
         (upsampler,) = feeder.upsamplers
         upsample = upsampler.forward
         upsampler.forward = _unchanged  # now part of the next block's first layer
-        block.forward = functools.partial(_up_block, block, upsample, frames, temporal_half)
+        block.forward = functools.partial(_up_block, block, upsample, split, temporal_half)
 
 
 def _unchanged(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _up_block(block: torch.nn.Module, upsample: Callable, frames: int, temporal_half: Callable,
+def _up_block(block: torch.nn.Module, upsample: Callable, split: FrameSplit, temporal_half: Callable,
               hidden_states: torch.Tensor, image_only_indicator: torch.Tensor) -> torch.Tensor:
     """``UpBlockTemporalDecoder.forward`` (without its upsampler, which the
     next block runs), passing each block's input in a list that the block
     empties, so that the input is freed as soon as it has been read."""
     box = [hidden_states]
     for i, resnet in enumerate(block.resnets):
-        box.append(_resnet(resnet, upsample if i == 0 else None, frames, temporal_half, box, image_only_indicator))
+        box.append(_resnet(resnet, upsample if i == 0 else None, split, temporal_half, box, image_only_indicator))
     return box.pop()
 
 
-def _resnet(resnet: torch.nn.Module, upsample: Callable | None, frames: int, temporal_half: Callable,
+def _resnet(resnet: torch.nn.Module, upsample: Callable | None, split: FrameSplit, temporal_half: Callable,
             box: list[torch.Tensor], indicator: torch.Tensor) -> torch.Tensor:
     """``SpatioTemporalResBlock.forward`` for one (N, C, H, W) chunk taken
     from ``box``, the upsampler before it if given."""
     spatial = resnet.spatial_res_block
     layer = spatial if upsample is None else (lambda x, temb: spatial(upsample(x), temb))
     x = box.pop()
-    s = per_frame(layer, frames, x, None)
+    s = per_frame(layer, split.frames(x.shape[0]), x, None)
     del x
     n, c, h, w = s.shape
     num_frames = indicator.shape[-1]

@@ -26,8 +26,8 @@ import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _filter2d, _gaussian
 
 from .accel import (
-    UNET_REGIONS, VAE_REGIONS, Offloader, Speed, channels_last_outputs, compile_regions, split_frames,
-    to_channels_last,
+    UNET_REGIONS, VAE_REGIONS, FrameSplit, Offloader, Speed, channels_last_outputs, compile_regions,
+    no_algorithm_search, split_frames, to_channels_last,
 )
 from .lean_decoder import lean_decoder
 from .model.loading import Components, load_components
@@ -147,10 +147,14 @@ class NormalCrafterPipeline:
             compile_regions(self.unet, UNET_REGIONS)
             compile_regions(self._encoder, VAE_REGIONS)
             compile_regions(self.vae.decoder, VAE_REGIONS)
-        if sp.decode_split:
+        # Frames per call of the per-frame layers, set per model call from its
+        # input's size (None: whole chunks, unsplit).
+        self._split = FrameSplit(sp.decode_split) if sp.decode_split != 0 else None
+        if self._split is not None:
             # The encoder is per-frame throughout: the same bound applies.
-            lean_decoder(self.vae.decoder, sp.decode_split, compile=sp.compile)
-            split_frames(self._encoder, sp.decode_split)
+            lean_decoder(self.vae.decoder, self._split, compile=sp.compile)
+            split_frames(self._encoder, self._split)
+        self._vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         if sp.cudnn_benchmark:
             torch.backends.cudnn.benchmark = True
         self.scheduler = c.scheduler
@@ -199,24 +203,40 @@ class NormalCrafterPipeline:
         return _StageTimer(self, stage)
 
     @torch.no_grad()
-    def encode_frames(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_frames(self, frames: np.ndarray, batch: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, H, W, 3) uint8 padded frames -> CLIP embeddings (N, 1, D) and
-        RGB latents (N, 4, H/8, W/8), both in the pipeline dtype."""
+        RGB latents (N, 4, H/8, W/8), both in the pipeline dtype.
+
+        With ``speed.full_batches``, a batch shorter than ``batch`` (a
+        clip's last) is run as a full one, its last frame repeated and the
+        extra results dropped, by CLIP always and by the VAE encoder where
+        its per-frame layers take whole batches: it then replays the full
+        batches' graphs and compiled code instead of running, capturing and
+        searching convolution algorithms anew for shapes met once per clip.
+        Both models work frame by frame, so the frames kept get the same
+        results (up to the rounding of another batch size)."""
+        n = len(frames)
+        if batch is not None and self.speed.full_batches and n < batch:
+            frames = np.concatenate([frames, np.repeat(frames[-1:], batch - n, axis=0)])
         x = torch.from_numpy(np.ascontiguousarray(frames))
         if self.device.type == "cuda":
             # From pageable memory the copy would wait for all queued GPU work.
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.to(self.device).permute(0, 3, 1, 2).float() / 255.0
-        return self.encode_images(x)
+        return self.encode_images(x, n)
 
     @torch.no_grad()
-    def encode_images(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_images(self, x: torch.Tensor, keep: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Like ``encode_frames`` for (N, 3, H, W) float images in [0, 1] already
-        on the device (training conditions on exactly what inference sees)."""
+        on the device (training conditions on exactly what inference sees);
+        only the first ``keep`` frames are wanted (the rest pad a batch)."""
+        full = x.shape[0]
+        n = full if keep is None else keep
         with self._timed("clip"), self._resident(self.image_encoder):
-            emb = self._clip_call(x)
+            emb = self._clip_call(x)[:n]
+        whole = self._split is None or self._split.per_call(full, *x.shape[-2:]) >= full
         with self._timed("encode"):
-            latents = self._encode_call(x)
+            latents = self._encode_call(x if whole else x[:n])[:n]
         return emb, latents
 
     def _clip_embed(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,6 +245,8 @@ class NormalCrafterPipeline:
         return self.image_encoder(y.to(self.dtype)).image_embeds.unsqueeze(1).to(self.dtype)
 
     def _encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        if self._split is not None:
+            self._split.size(*x.shape[-2:])
         rgb = (x * 2.0 - 1.0).to(self.speed.encoder_dtype)
         if self.speed.channels_last:
             rgb = rgb.contiguous(memory_format=torch.channels_last)
@@ -276,6 +298,8 @@ class NormalCrafterPipeline:
                          return_dict=False)[0]
 
     def _decode_forward(self, latents: torch.Tensor) -> torch.Tensor:
+        if self._split is not None:
+            self._split.size(latents.shape[-2] * self._vae_scale, latents.shape[-1] * self._vae_scale)
         z = latents.to(self.dtype) / self.vae.config.scaling_factor
         if self.speed.channels_last:
             z = z.contiguous(memory_format=torch.channels_last)
@@ -368,7 +392,7 @@ class NormalCrafterPipeline:
                     t0 = time.perf_counter()
                     batch, pad = take_padded(source, min(dc, need - read), pad, read, n)
                     self.times.read += time.perf_counter() - t0
-                    e, z = self.encode_frames(batch)
+                    e, z = self.encode_frames(batch, dc)
                     for j in range(e.shape[0]):
                         emb_cache[read + j] = e[j]
                         lat_cache[read + j] = z[j]
@@ -392,7 +416,10 @@ class NormalCrafterPipeline:
                 if skip is not None and all(skip(i) for i in wanted):
                     decoded = end
                     continue
-                imgs = unpad(self.decode_chunk(torch.stack(latents)), pad).permute(0, 2, 3, 1)
+                # A short last chunk's shapes come once per clip: not worth a search.
+                with no_algorithm_search() if end - decoded < dc else contextlib.nullcontext():
+                    decoded_chunk = self.decode_chunk(torch.stack(latents))
+                imgs = unpad(decoded_chunk, pad).permute(0, 2, 3, 1)
                 yield (decoded, *self._to_host(imgs))
                 decoded = end
 
