@@ -74,7 +74,8 @@ class Mode:
 MODES = {
     "reference": Mode("reference", torch.float16, Speed(channels_last=False, encoder_dtype="fp32", overlap=False,
                                                        decode_split=0, cudnn_benchmark=False, cuda_graphs=False,
-                                                       nhwc_group_norm=False),
+                                                       nhwc_group_norm=False, full_batches=False,
+                                                       one_token_cross_attention=False),
                       in_memory=True),
     "fast": Mode("fast", torch.float16, Speed(compile=True)),
     "eager": Mode("eager", torch.float16, Speed()),

@@ -443,3 +443,44 @@ def test_transformer_outputs_become_channels_last():
     for out in (as_tuple, as_output):
         assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
         assert torch.equal(out, before)
+
+
+def test_one_token_cross_attention_is_the_attention_it_replaces(tiny_model):
+    """The UNet's cross-attention to one CLIP token, computed as that token's
+    value broadcast, against diffusers' processor (float64): the same
+    outputs, and the same gradients for every weight (the query and key
+    projections get none either way)."""
+    from diffusers.models.attention_processor import Attention
+
+    from normalcrafter.context_attention import OneTokenCrossAttention, use_one_token_cross_attention
+
+    unet = load_components(str(tiny_model), torch.float64).unet
+    cross = [m for m in unet.modules() if isinstance(m, Attention) and m.is_cross_attention]
+    # Every transformer block of the UNet has a spatial and a temporal one.
+    assert len(cross) >= 2 and use_one_token_cross_attention(unet) == len(cross)
+    attn = cross[0].requires_grad_(True)
+    assert isinstance(attn.processor, OneTokenCrossAttention)
+    x = torch.randn(3, 50, attn.query_dim, dtype=torch.float64)
+    # A context per sample (the spatial blocks'), and one broadcast over all
+    # samples as a view (the temporal blocks' first-frame context).
+    for context in (torch.randn(3, 1, attn.cross_attention_dim, dtype=torch.float64),
+                    torch.randn(1, 1, attn.cross_attention_dim, dtype=torch.float64).expand(3, 1, -1)):
+        results = []
+        for processor in (attn.processor.fallback, attn.processor):
+            attn.set_processor(processor)
+            attn.zero_grad()
+            out = attn(x, encoder_hidden_states=context)
+            (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+            results.append((out.detach().clone(), {n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                                                   for n, p in attn.named_parameters()}))
+        (ref, ref_grads), (got, got_grads) = results
+        assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-12)
+        for name, grad in ref_grads.items():
+            assert torch.allclose(got_grads[name], grad, atol=1e-10), name
+        assert not got_grads["to_q.weight"].any() and ref_grads["to_q.weight"].abs().max() < 1e-12
+    # A longer context goes to the processor it replaced.
+    longer = torch.randn(3, 4, attn.cross_attention_dim, dtype=torch.float64)
+    with torch.no_grad():
+        via_fallback = attn(x, encoder_hidden_states=longer)
+        attn.set_processor(attn.processor.fallback)
+        assert torch.equal(via_fallback, attn(x, encoder_hidden_states=longer))

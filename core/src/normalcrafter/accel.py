@@ -1,10 +1,12 @@
 """How the pipeline runs on the hardware: none of this changes the algorithm.
 
 ``Speed`` collects the choices. With ``Speed()`` (all automatic) an fp32
-pipeline runs exactly as the release does (the parity test holds it to
-that); fp16/bf16 pipelines, whose results already carry half-precision
-rounding, also get the layout and batching choices below, which change
-results only at that rounding level:
+pipeline runs the release's arithmetic (the parity test holds it to that),
+except that the UNet's cross-attention to its one CLIP token is computed as
+the exact identity it is (context_attention.py), in every precision;
+fp16/bf16 pipelines, whose results already carry half-precision rounding,
+also get the layout and batching choices below, which change results only
+at that rounding level:
 
 * channels-last convolutions (NHWC: tensor-core friendly, and it makes the
   UNet's (B, C, H, W) -> (B, H*W, C) reshapes free), but only with a
@@ -77,6 +79,9 @@ class Speed:
     # encoder as a full one (``NormalCrafterPipeline.encode_frames``).
     # Automatic: on for fp16/bf16 on CUDA.
     full_batches: bool | None = None
+    # Cross-attention to one context token as its value, broadcast
+    # (context_attention.py); off only to time the release's way.
+    one_token_cross_attention: bool = True
 
     def resolve(self, device: torch.device, dtype: torch.dtype, force_upcast: bool) -> "Resolved":
         half = dtype != torch.float32
@@ -108,6 +113,7 @@ class Speed:
             nhwc_group_norm=fused_gn,
             cuda_graphs=(half and cuda if self.cuda_graphs is None else self.cuda_graphs) and cuda and not self.offload,
             full_batches=half and cuda if self.full_batches is None else self.full_batches,
+            one_token_cross_attention=self.one_token_cross_attention,
         )
 
 
@@ -132,6 +138,7 @@ class Resolved:
     nhwc_group_norm: bool
     cuda_graphs: bool
     full_batches: bool
+    one_token_cross_attention: bool
 
 
 def to_channels_last(module: torch.nn.Module) -> None:

@@ -29,6 +29,7 @@ from .accel import (
     UNET_REGIONS, VAE_REGIONS, FrameSplit, Offloader, Speed, channels_last_outputs, compile_regions,
     no_algorithm_search, split_frames, to_channels_last,
 )
+from .context_attention import use_one_token_cross_attention
 from .lean_decoder import lean_decoder
 from .model.loading import Components, load_components
 from .overlap import background
@@ -130,6 +131,8 @@ class NormalCrafterPipeline:
         self._encoder = torch.nn.Sequential(self.vae.encoder, self.vae.quant_conv)
         if sp.encoder_dtype != dtype:
             self._encoder = copy.deepcopy(self._encoder).to(self.device, sp.encoder_dtype)
+        if sp.one_token_cross_attention:
+            use_one_token_cross_attention(self.unet)
         if sp.channels_last:
             for module in (self.unet, self.vae, self._encoder):
                 to_channels_last(module)
