@@ -259,6 +259,7 @@ def count_flops(size: str, height: int, width: int, window: int, stride: int, ch
     from accelerate import init_empty_weights
     from torch.utils.flop_counter import FlopCounterMode
 
+    from normalcrafter.context_attention import use_one_token_cross_attention
     from normalcrafter.pipeline import ADDED_TIME_IDS
 
     # Parameters are born on the meta device (no memory, no init time); the
@@ -267,6 +268,9 @@ def count_flops(size: str, height: int, width: int, window: int, stride: int, ch
         unet, vae, clip, _, _ = build_components(size)
     for m in (unet, vae, clip):
         m.to("meta")
+    # The work the pipeline does: cross-attention to the one CLIP token is the
+    # token's projected value (context_attention.py), not attention over every query.
+    use_one_token_cross_attention(unet)
     h, w = -(-height // 64) * 64, -(-width // 64) * 64
 
     def flops(fn) -> int:
