@@ -11,6 +11,7 @@
 #   A_MODES [fast] at A_RES [1024x576], long clips A_LONG [100@1024x576 1000@1024x576];
 #   B_MODES [fast bf16 fp32] at B_RES [512x288], long clips B_LONG [1000@512x288],
 #   with the angles against fp32 when B_MODES holds fp32.
+# BENCH_ARGS are added to every process's bench.py arguments (e.g. --repeat 3).
 # MEMORY=1 first writes where the eager mode's GPU memory goes at 1024x576
 # (scripts/memory_snapshot.py) to OUT_DIR/memory.txt, in the eager process.
 set -uo pipefail
@@ -18,7 +19,7 @@ OUT=${1:?usage: bench_gpu.sh OUT_DIR}
 mkdir -p "$OUT" /tmp/keep /tmp/profiles
 export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 rm -f /tmp/eager.done /tmp/a.done
-B="python3 scripts/bench.py --size full --device cuda --frames 70 --keep-dir /tmp/keep --out-dir /tmp/profiles --section-s 30"
+B="python3 scripts/bench.py --size full --device cuda --frames 70 --keep-dir /tmp/keep --out-dir /tmp/profiles --section-s 30 ${BENCH_ARGS:-}"
 B_MODES=${B_MODES:-fast bf16 fp32}
 ANGLES=""
 [[ " $B_MODES " == *" fp32 "* ]] && ANGLES=--angles
