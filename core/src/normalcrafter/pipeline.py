@@ -212,12 +212,14 @@ class NormalCrafterPipeline:
 
         With ``speed.full_batches``, a batch shorter than ``batch`` (a
         clip's last) is run as a full one, its last frame repeated and the
-        extra results dropped, by CLIP always and by the VAE encoder where
-        its per-frame layers take whole batches: it then replays the full
+        extra results dropped: CLIP and the VAE encoder then replay the full
         batches' graphs and compiled code instead of running, capturing and
-        searching convolution algorithms anew for shapes met once per clip.
-        Both models work frame by frame, so the frames kept get the same
-        results (up to the rounding of another batch size)."""
+        searching convolution algorithms anew for shapes met once per clip
+        (on an H200 an uncaptured 2-frame encoder call cost 0.6 s at
+        1024x576, and a pipeline keeps graphs for two signatures per call;
+        docs/performance.md). Both models work frame by frame, so the frames
+        kept get the same results (up to the rounding of another batch
+        size)."""
         n = len(frames)
         if batch is not None and self.speed.full_batches and n < batch:
             frames = np.concatenate([frames, np.repeat(frames[-1:], batch - n, axis=0)])
@@ -233,13 +235,11 @@ class NormalCrafterPipeline:
         """Like ``encode_frames`` for (N, 3, H, W) float images in [0, 1] already
         on the device (training conditions on exactly what inference sees);
         only the first ``keep`` frames are wanted (the rest pad a batch)."""
-        full = x.shape[0]
-        n = full if keep is None else keep
+        n = x.shape[0] if keep is None else keep
         with self._timed("clip"), self._resident(self.image_encoder):
             emb = self._clip_call(x)[:n]
-        whole = self._split is None or self._split.per_call(full, *x.shape[-2:]) >= full
         with self._timed("encode"):
-            latents = self._encode_call(x if whole else x[:n])[:n]
+            latents = self._encode_call(x)[:n]
         return emb, latents
 
     def _clip_embed(self, x: torch.Tensor) -> torch.Tensor:
