@@ -19,15 +19,18 @@ at that rounding level:
   512-wide one-head attention runs as products (wide_attention.py);
 * the VAE encoder in bf16 rather than fp32 in fp16 pipelines: the release
   upcasts it only because fp16 overflows there, and bf16 has fp32's range;
-* cuDNN's per-shape algorithm search;
-* on CUDA, the VAE encoder and the decoder's per-frame layers run as many
-  frames at a time as fit in ``SPLIT_PIXELS`` (one frame at 1024x576, the
-  whole chunk at 512x288: ``FrameSplit``), and the decoder's largest levels
-  run lean (lean_decoder.py), which bounds their peak memory (the temporal
-  layers still see the whole chunk);
+* cuDNN's per-shape algorithm search (not for a clip's short last decode
+  chunk: ``no_algorithm_search``);
+* on CUDA, the VAE encoder and the decoder's per-frame layers take the
+  whole chunk where it fits in ``SPLIT_PIXELS`` (512x288) and one frame at
+  a time elsewhere (1024x576: ``FrameSplit``), and the decoder's largest
+  levels run lean (lean_decoder.py), which bounds their peak memory (the
+  temporal layers still see the whole chunk);
 * on CUDA, each model call (CLIP, VAE encoder, UNet, decoder) replayed from
   a CUDA graph (graphs.py): the same kernels, launched in one call instead
-  of thousands from Python.
+  of thousands from Python; a clip's short last batch of frames goes
+  through CLIP and the encoder as a full one (``full_batches``), so it
+  replays the same graphs.
 
 ``compile`` (regional torch.compile of the UNet's, VAE encoder's and
 decoder's repeated blocks; about three minutes per resolution on an H100
