@@ -188,9 +188,10 @@ def _as_channels_last(x: torch.Tensor) -> torch.Tensor:
 # Pixels of the frames that the per-frame layers take in one call when the
 # split is automatic: the whole 7-frame chunk at 512x288 (padded to
 # 512x320), one frame at 1024x576. On an H100, whole chunks at 512x288 took
-# the compiled path from 13.3 to 12.7 ms/frame (fewer, larger kernels),
-# peaking at 5.11 GB allocated / 7.27 GB reserved; one frame at a time is
-# what keeps 1024x576 under 10 GB (docs/performance.md, runs 13 and 18).
+# the compiled path from 13.3 to 12.7 ms/frame (fewer, larger kernels; run
+# 18), peaking on an H200 at 6.34 GB allocated / 7.29 GB reserved (run 23);
+# one frame at a time is what keeps 1024x576 under 10 GB
+# (docs/performance.md, runs 13 and 23).
 SPLIT_PIXELS = 7 * 512 * 320
 
 
@@ -261,9 +262,9 @@ def per_frame(fn: Callable, frames: int, x: torch.Tensor, *args, **kwargs) -> to
 @contextmanager
 def no_algorithm_search() -> Iterator[None]:
     """cuDNN's per-shape algorithm search off inside. For the shapes of a
-    clip's short last decode chunk, met once per clip: the search times
-    every algorithm of every new convolution shape, which the chunk's few
-    frames never earn back (docs/performance.md)."""
+    clip's short last decode chunk, a few frames met once per clip (and
+    once more when captured): the search would time every candidate
+    algorithm of each of its new convolution shapes first."""
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = False
     try:
