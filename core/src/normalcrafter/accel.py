@@ -209,20 +209,16 @@ class FrameSplit:
             raise ValueError(f"frames per call must be at least 1, got {frames}")
         self.fixed = frames
         self.pixels = pixels
-        self._size = (0, 0)
-
-    def per_call(self, n: int, height: int, width: int) -> int:
-        """Frames per call for a batch of ``n`` frames of this size."""
-        if self.fixed is not None:
-            return self.fixed
-        return n if n * height * width <= self.pixels else 1
+        self._frame_pixels = 0
 
     def size(self, height: int, width: int) -> None:
-        self._size = (height, width)
+        self._frame_pixels = height * width
 
     def frames(self, n: int) -> int:
-        """``per_call`` at the size last set."""
-        return self.per_call(n, *self._size)
+        """Frames per call for a batch of ``n`` frames of the size last set."""
+        if self.fixed is not None:
+            return self.fixed
+        return n if n * self._frame_pixels <= self.pixels else 1
 
 
 def split_frames(module: torch.nn.Module, split: FrameSplit | int) -> None:
