@@ -17,6 +17,9 @@ one size, and then, section by section while ``--budget-s`` lasts:
   is busy and idle, the idle gaps by length, and for each gap whether the
   next work was launched late (then: what the launching thread was doing)
   or was queued and waited on the device;
+* with ``--tail-profile``, runs the first two decodes of each short last
+  chunk (uncaptured, then captured) under cProfile: where the first
+  clip's extra time goes (Triton builds, cuDNN plans, Python launches);
 * with ``--stats-shapes``, times the GroupNorm statistics kernel on every
   shape the model gives it with 4 and 8 warps (the timings behind
   ``groupnorm.stats_warps``).
@@ -30,9 +33,12 @@ from __future__ import annotations
 
 import argparse
 import collections
+import cProfile
 import dataclasses
 import functools
+import io
 import json
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -125,6 +131,37 @@ class DeviceTimes:
         out = {k: sum(s.elapsed_time(e) for s, e in v) / frames for k, v in self.pairs.items()}
         out["sum"] = sum(out.values())
         self.pairs.clear()
+        return out
+
+
+class TailProfile:
+    """cProfile of the first two decodes of each chunk length but the full
+    one, in whichever thread runs them (the clip loop's, with overlap)."""
+
+    def __init__(self, pipe: bench.NormalCrafterPipeline, chunk: int = 7, lines: int = 45) -> None:
+        self.chunk, self.lines = chunk, lines
+        self.texts: list[str] = []
+        self._seen: collections.Counter = collections.Counter()
+        self._inner = pipe.decode_chunk
+        pipe.decode_chunk = self._run
+
+    def _run(self, latents: torch.Tensor) -> torch.Tensor:
+        n = latents.shape[0]
+        if n == self.chunk or self._seen[n] >= 2:
+            return self._inner(latents)
+        self._seen[n] += 1
+        prof = cProfile.Profile()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        out = prof.runcall(self._inner, latents)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+        text = io.StringIO()
+        stats = pstats.Stats(prof, stream=text)
+        stats.sort_stats("cumulative").print_stats(self.lines)
+        stats.sort_stats("tottime").print_stats(25)
+        self.texts.append(f"decode of a {n}-frame chunk, call {self._seen[n]}: {wall:.3f} s (profiled)\n"
+                          + text.getvalue())
         return out
 
 
@@ -258,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true", help="record and read a profiler timeline")
     p.add_argument("--trace-frames", type=int, default=70)
     p.add_argument("--stats-shapes", action="store_true", help="time the GroupNorm statistics per shape")
+    p.add_argument("--tail-profile", action="store_true", help="cProfile the first decodes of a short last chunk")
     p.add_argument("--writers", type=int, default=12)
     p.add_argument("--budget-s", type=float, default=1e9, help="seconds for the sections after the warm-up")
     p.add_argument("--wait-for", default=None, metavar="FILE", help="warm up, then wait for FILE before timing")
@@ -337,8 +375,13 @@ def run(a: argparse.Namespace) -> None:
             f"    host in stages: {host}\n    GPU per step: {gpu}")
         save()
 
+    tail = TailProfile(pipe) if a.tail_profile else None
     timed("base: the tail's first clip")
     timed("base: the tail's second clip")
+    if tail is not None:
+        results["tail_profile"] = tail.texts
+        stem.with_name(stem.name + "_tail_profile.txt").write_text("\n\n".join(tail.texts))
+        say(f"tail profile: {len(tail.texts)} decodes, in {stem.name}_tail_profile.txt")
     timed("base: the tail's third clip")
     timed("base, no files", with_writer=False)
     timed("base, stages synchronised", profile=True)

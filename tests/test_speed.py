@@ -340,9 +340,10 @@ def test_regional_compile_matches_eager_without_graph_breaks(tiny_model, referen
     # op runs PyTorch's; here it must go through compilation as one opaque op).
     pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32,
                                  Speed(compile=True, decode_split=2, channels_last=True, nhwc_group_norm=True))
-    routers = [m.forward for m in list(pipe.unet.modules()) + list(pipe.vae.modules())
-               if type(m.forward).__name__ == "ShapeRouted"]
+    modules = [*pipe.unet.modules(), *pipe.vae.modules(), *pipe.image_encoder.modules()]
+    routers = [m.forward for m in modules if type(m.forward).__name__ == "ShapeRouted"]
     assert len(routers) > 20
+    assert all(type(m.forward).__name__ == "ShapeRouted" for m in pipe.image_encoder.vision_model.encoder.layers)
     out = pipe(frames, window=8, stride=6, decode_chunk=5)  # 23 frames: the last chunk has 3
     graphs = dynamo_utils.counters["stats"]["unique_graphs"]
     assert graphs > 10 and not dynamo_utils.counters["graph_break"]
