@@ -160,3 +160,31 @@ def test_compiled_group_norm_fuses_the_apply_and_matches():
     # statistics would be off by whole units.
     torch.testing.assert_close(y.double(), ref, rtol=2 ** -8, atol=1e-2)
     torch._dynamo.reset()
+
+
+@pytest.mark.gpu
+def test_new_pixel_counts_build_no_new_kernels():
+    """A clip's short last decode chunk gives the temporal layers' GroupNorm
+    new pixel counts (T frames x H x W; 7, then 3, 2 or 1 frames here, which
+    need other loop lengths and numbers of programs): the kernels built for
+    the first count serve them all, with no Triton build in the middle of a
+    clip."""
+    from normalcrafter import groupnorm
+
+    kernels = groupnorm._kernels()
+
+    def built() -> list[int]:
+        return [sum(len(c[0]) for c in k.device_caches.values()) for k in kernels]
+
+    def norm(frames: int) -> torch.Tensor:
+        x = torch.randn(1, 512, frames, 128, 80, device="cuda").half()
+        return groupnorm.rows_group_norm(x.contiguous(memory_format=torch.channels_last_3d), 32, None, None, 1e-6)
+
+    norm(7)
+    first = built()
+    layouts = {groupnorm.stats_layout(frames * 128 * 80, 512)[2:] for frames in (7, 3, 2, 1)}
+    assert len(layouts) == 4  # each count its own loop length and programs
+    for frames in (3, 2, 1):
+        x = norm(frames)
+    assert built() == first
+    assert x.isfinite().all()

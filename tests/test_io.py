@@ -75,6 +75,23 @@ def test_exr_channels_type_compression_header(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no temporary left behind
 
 
+def test_exr_compresses_on_threads_into_the_same_file(tmp_path):
+    """write_exr turns on OpenEXR's threads, and a file written on several
+    threads is byte for byte the one written on one."""
+    n = np.random.default_rng(1).uniform(-1, 1, (100, 64, 3)).astype(np.float32)
+    before = OpenEXR.global_thread_count()
+    try:
+        OpenEXR.set_global_thread_count(0)
+        write_exr(tmp_path / "a.exr", n, {})
+        assert OpenEXR.global_thread_count() >= 1
+        OpenEXR.set_global_thread_count(1)
+        one = write_exr(tmp_path / "one.exr", n, {}).read_bytes()
+        OpenEXR.set_global_thread_count(3)
+        assert write_exr(tmp_path / "three.exr", n, {}).read_bytes() == one
+    finally:
+        OpenEXR.set_global_thread_count(before)
+
+
 def test_png16_and_npy(tmp_path):
     import cv2
 

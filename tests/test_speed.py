@@ -326,6 +326,41 @@ def test_background_writer_in_processes():
     w.abort()
 
 
+def test_background_writer_passes_large_arrays_through_shared_memory(monkeypatch):
+    """Frames reach writer processes through shared memory: copied once at
+    submission (later changes in the caller do not reach the job), the
+    blocks reused job after job, and unlinked when the writer closes; small
+    arrays, and large ones where no block can be had, are pickled."""
+    from multiprocessing.shared_memory import SharedMemory
+
+    from normalcrafter import overlap
+    from writer_jobs import describe
+
+    frame = np.arange(600 * 800 * 3, dtype=np.float32).reshape(600, 800, 3)
+    want = float(frame.astype(np.float64).sum())
+    done = []
+    w = BackgroundWriter(workers=2, pending=2, processes=True)
+    for i in range(8):
+        w.submit(describe, frame, f"frame {i}", then=done.append)
+    w.submit(describe, frame[:10], "small", then=done.append)
+    frame[:] = 0  # after submission: the jobs have their copies
+    w.wait()
+    names = [b.name for b in w._blocks._all]
+    assert len(names) <= 3  # reused, not one per job
+    w.close()
+    assert done[:8] == [(want, (600, 800, 3), "<f4", True, f"frame {i}") for i in range(8)]
+    assert done[8][3] is False  # 96 KB: pickled
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            SharedMemory(name)
+
+    # A /dev/shm without room for the block (as in a container): pickled.
+    monkeypatch.setattr(overlap.os, "statvfs", lambda path: type("S", (), {"f_bavail": 1, "f_frsize": 4096})())
+    with BackgroundWriter(workers=1, processes=True) as w:
+        w.submit(describe, np.ones((600, 800, 3), np.float32), "x", then=done.append)
+    assert done[-1] == (600 * 800 * 3.0, (600, 800, 3), "<f4", False, "x")
+
+
 def test_regional_compile_matches_eager_without_graph_breaks(tiny_model, reference):
     """The compiled path (inductor's C++ backend here, Triton on a GPU) runs
     every block compiled, with no graph break, and computes the same as eager
@@ -340,10 +375,9 @@ def test_regional_compile_matches_eager_without_graph_breaks(tiny_model, referen
     # op runs PyTorch's; here it must go through compilation as one opaque op).
     pipe = NormalCrafterPipeline(load_components(str(tiny_model)), "cpu", torch.float32,
                                  Speed(compile=True, decode_split=2, channels_last=True, nhwc_group_norm=True))
-    modules = [*pipe.unet.modules(), *pipe.vae.modules(), *pipe.image_encoder.modules()]
-    routers = [m.forward for m in modules if type(m.forward).__name__ == "ShapeRouted"]
+    routers = [m.forward for m in list(pipe.unet.modules()) + list(pipe.vae.modules())
+               if type(m.forward).__name__ == "ShapeRouted"]
     assert len(routers) > 20
-    assert all(type(m.forward).__name__ == "ShapeRouted" for m in pipe.image_encoder.vision_model.encoder.layers)
     out = pipe(frames, window=8, stride=6, decode_chunk=5)  # 23 frames: the last chunk has 3
     graphs = dynamo_utils.counters["stats"]["unique_graphs"]
     assert graphs > 10 and not dynamo_utils.counters["graph_break"]

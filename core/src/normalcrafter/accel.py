@@ -32,9 +32,9 @@ at that rounding level:
   through CLIP and the encoder as a full one (``full_batches``), so it
   replays the same graphs.
 
-``compile`` (regional torch.compile of the UNet's, VAE encoder's,
-decoder's and CLIP's repeated blocks; about three minutes per resolution
-on an H100 machine) and ``offload`` (the low-memory mode) are opt-in.
+``compile`` (regional torch.compile of the UNet's, VAE encoder's and
+decoder's repeated blocks; about three minutes per resolution on an H100
+machine) and ``offload`` (the low-memory mode) are opt-in.
 """
 from __future__ import annotations
 
@@ -325,10 +325,6 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
 # rate) are compiled as blocks of their own.
 UNET_REGIONS = ("SpatioTemporalResBlock", "TransformerSpatioTemporalModel")
 VAE_REGIONS = ("ResnetBlock2D", "TemporalResnetBlock", "Attention", "AlphaBlender", "Upsample2D")
-# CLIP's 32 identical layers: one compiled code for all, which fuses the
-# layer norms, bias additions, GELU and residuals that eager runs as
-# separate passes between the products.
-CLIP_REGIONS = ("CLIPEncoderLayer",)
 
 
 def compile_regions(module: torch.nn.Module, classes: tuple[str, ...]) -> list[ShapeRouted]:

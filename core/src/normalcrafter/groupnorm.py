@@ -44,9 +44,13 @@ def _kernels():
     import triton
     import triton.language as tl
 
-    @triton.jit
-    def stats(X, Mean, M2, P, C, ITERS: tl.constexpr, UNROLL: tl.constexpr, BLOCK_P: tl.constexpr,
-              BLOCK_C: tl.constexpr):
+    # Pixel counts and loop lengths are not specialised on (Triton builds a
+    # kernel per value of a constexpr, and per divisibility of an int): a
+    # clip's short last decode chunk gives the temporal layers new pixel
+    # counts, and on an H200 two such builds cost 0.25 s in the first clip
+    # with a new chunk length (docs/performance.md, run 26).
+    @triton.jit(do_not_specialize=["P", "ITERS"])
+    def stats(X, Mean, M2, P, C, ITERS, UNROLL: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         # One (sample, run of ITERS pixel blocks): per-channel mean and sum of
         # squared deviations. The loop only loads and accumulates, per
         # element slot, sums of deviations from the run's first pixel (a
@@ -78,7 +82,7 @@ def _kernels():
         tl.store(Mean + out, shift1 + t1 / k, mask=c1 < C)
         tl.store(M2 + out, tl.maximum(t2 - t1 * t1 / k, 0.0), mask=c1 < C)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["P", "R", "SPAN"])
     def merge(Mean, M2, W, B, Scale, Shift, P, C, PER, R, SPAN, eps, HAS_W: tl.constexpr, HAS_B: tl.constexpr,
               BLOCK_R: tl.constexpr, BLOCK_G: tl.constexpr):
         # One (sample, group): the R programs' per-channel pieces merged into
@@ -118,7 +122,7 @@ def _kernels():
         tl.store(Scale + n * C + c1, scale.to(tl.float32), mask=c1mask)
         tl.store(Shift + n * C + c1, shift.to(tl.float32), mask=c1mask)
 
-    @triton.jit
+    @triton.jit(do_not_specialize=["P"])
     def apply(X, Y, Scale, Shift, P, C, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
         n = tl.program_id(0)
         b = tl.program_id(1)

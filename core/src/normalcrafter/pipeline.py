@@ -26,7 +26,7 @@ import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import _filter2d, _gaussian
 
 from .accel import (
-    CLIP_REGIONS, UNET_REGIONS, VAE_REGIONS, FrameSplit, Offloader, Speed, channels_last_outputs, compile_regions,
+    UNET_REGIONS, VAE_REGIONS, FrameSplit, Offloader, Speed, channels_last_outputs, compile_regions,
     no_algorithm_search, split_frames, to_channels_last,
 )
 from .context_attention import use_one_token_cross_attention
@@ -150,7 +150,6 @@ class NormalCrafterPipeline:
             compile_regions(self.unet, UNET_REGIONS)
             compile_regions(self._encoder, VAE_REGIONS)
             compile_regions(self.vae.decoder, VAE_REGIONS)
-            compile_regions(self.image_encoder, CLIP_REGIONS)
         # Frames per call of the per-frame layers, set per model call from its
         # input's size (None: whole chunks, unsplit).
         self._split = FrameSplit(sp.decode_split) if sp.decode_split != 0 else None
