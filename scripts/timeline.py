@@ -136,7 +136,9 @@ class DeviceTimes:
 
 class TailProfile:
     """cProfile of the first two decodes of each chunk length but the full
-    one, in whichever thread runs them (the clip loop's, with overlap)."""
+    one, in whichever thread runs them (the clip loop's, with overlap). From
+    Python 3.12 cProfile counts every thread's calls while it runs (the
+    benchmark's memory sampler shows as ``time.sleep``)."""
 
     def __init__(self, pipe: bench.NormalCrafterPipeline, chunk: int = 7, lines: int = 45) -> None:
         self.chunk, self.lines = chunk, lines

@@ -24,10 +24,6 @@ T = TypeVar("T")
 _END = object()
 
 
-def _large(a: object) -> bool:
-    return isinstance(a, np.ndarray) and a.nbytes >= SHARED_MIN_BYTES
-
-
 class _Failure:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
@@ -84,6 +80,10 @@ def background(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 # parent's one feeding thread, and the last chunk's frames reached their
 # files a fifth of a second after the GPU was done (H200, docs/performance.md).
 SHARED_MIN_BYTES = 1 << 20
+
+
+def _large(a: object) -> bool:
+    return isinstance(a, np.ndarray) and a.nbytes >= SHARED_MIN_BYTES and not a.dtype.hasobject
 
 
 class _Shared:
