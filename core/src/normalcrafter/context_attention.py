@@ -9,10 +9,11 @@ the result depends on. On the GPU the flash kernel alone took 356 µs per
 call at 1024x576, 32 calls per UNet call (docs/performance.md). Here the
 token's value and output projections are computed once per sample and
 broadcast to the queries (and the temporal blocks' context, their first
-frame's token broadcast over every pixel, once per clip). Exact: fused attention kernels compute
-probabilities of exactly 1 and return the value rows as they are; only the
-output projection's rounding can differ (a matrix of another shape). The
-gradients are the same too (a one-element softmax has none for its score).
+frame's token broadcast over every pixel, once per clip). Exact: fused
+attention kernels compute probabilities of exactly 1 and return the value
+rows as they are; only the output projection's rounding can differ (a
+matrix of another shape). The gradients are the same too (a one-element
+softmax has none for its score).
 """
 from __future__ import annotations
 

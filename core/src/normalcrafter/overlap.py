@@ -190,18 +190,19 @@ class BackgroundWriter:
     def submit(self, fn: Callable[..., Any], *args: Any, then: Callable[[Any], None] | None = None) -> None:
         self._finish(until=self._limit - 1)
         held: list[tuple[int, SharedMemory]] = []
-        if self._blocks is not None and any(_large(a) for a in args):
-            shared = []
-            for a in args:
-                put = self._blocks.put(a) if _large(a) else None
-                if put is not None:
-                    held.append(put[1])
-                shared.append(a if put is None else put[0])
-            future = self._pool.submit(_call_shared, fn, tuple(shared))
-        else:
-            future = self._pool.submit(fn, *args)
+        if self._blocks is not None:
+            args = tuple(self._share(a, held) for a in args)
+        future = self._pool.submit(_call_shared, fn, args) if held else self._pool.submit(fn, *args)
         self._pending.append((future, then, held))
         self._finish(until=None)
+
+    def _share(self, a: Any, held: list[tuple[int, SharedMemory]]) -> Any:
+        """``a``, or its handle in a shared memory block (added to ``held``)."""
+        put = self._blocks.put(a) if _large(a) else None
+        if put is None:
+            return a
+        held.append(put[1])
+        return put[0]
 
     def _finish(self, until: int | None) -> None:
         """Complete jobs in order: all finished ones, and while more than
